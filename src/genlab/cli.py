@@ -1,0 +1,81 @@
+"""The `genlab` command: dispatches `genlab <command> [args]` to a Hydra entry point or a plain command.
+
+Only this file is imported by `genlab --help`; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+USAGE = """\
+usage: genlab <command> [hydra overrides | options]
+
+commands:
+  train       train a model from composed configs   genlab train experiment=mnist_vae trainer.max_epochs=5
+              (Hydra: -m/--multirun for sweeps, --cfg job to print the config, --help for groups and options)
+  compare     table and plots of run directories    genlab compare outputs/train/multirun/<time> --by model._target_
+
+Run `genlab <command> --help` for the command's own help.
+"""
+
+
+def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
+    """A command that runs `genlab.<task>.main` under Hydra with the packaged config `config_name`."""
+
+    def command(argv: list[str]) -> None:
+        import hydra
+
+        from genlab.config import conf_dir
+
+        _refuse_existing_run_dir(argv)
+        module = __import__(f"genlab.{task}", fromlist=["main"])
+        entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
+            module.main
+        )
+        sys.argv = [f"genlab {task}", *argv]
+        entry()
+
+    return command
+
+
+def _refuse_existing_run_dir(argv: list[str]) -> None:
+    """An explicit `hydra.run.dir` holding a finished or running run would have its config overwritten."""
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            run_dir = Path(arg.split("=", 1)[1])
+            if (run_dir / "run.json").exists():
+                print(
+                    f"error: {run_dir} already holds a run (run.json); choose a new hydra.run.dir "
+                    "or leave it out for a fresh time-stamped folder",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "train": _hydra_command("train", "train"),
+    "compare": lambda argv: __import__("genlab.runs.compare", fromlist=["main"]).main(argv),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    if argv[0] in ("-V", "--version"):
+        from genlab import __version__
+
+        print(f"genlab {__version__}")
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    COMMANDS[name](rest)
+
+
+if __name__ == "__main__":
+    main()

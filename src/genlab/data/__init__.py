@@ -1,0 +1,1 @@
+"""Datamodules: images and text, with deterministic splits and resumable sampling."""

@@ -1,0 +1,1 @@
+"""Noise schedules and samplers for diffusion models: pure torch, no Lightning."""

@@ -1,0 +1,1 @@
+"""Metric glue: torch-fidelity feature extractors and text metrics."""

@@ -1,0 +1,1 @@
+"""LightningModules, one file per family; base.py holds the shared protocols."""

@@ -1,0 +1,62 @@
+"""The protocols callbacks and `genlab sample` rely on, and the optimiser wiring every family shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import lightning as L
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class ImageGenerator(Protocol):
+    """An image family: `sample(n)` returns `[n, C, H, W]` images with values in [0, 1]."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A language family: autoregressive generation from a prompt of token ids."""
+
+    def generate(
+        self,
+        prompt_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> Tensor: ...
+
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class GenerativeModule(L.LightningModule):
+    """Base for all families: holds the optimiser/scheduler partials and builds them in configure_optimizers.
+
+    The partials come from `conf/optimizer` and `conf/scheduler` (`_partial_: true`); the scheduler
+    is called with `total_steps` (the trainer's estimate) and steps every optimisation step.
+    """
+
+    def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None):
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def build_optimizer(self, params) -> dict[str, Any] | torch.optim.Optimizer:
+        """One optimiser (and its scheduler, if configured) over `params`, in Lightning's return format."""
+        if self.optimizer_factory is None:
+            raise ValueError("no optimizer configured: select one with optimizer=adam|adamw|sgd")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_optimizers(self):
+        return self.build_optimizer(self.parameters())

@@ -1,0 +1,1 @@
+"""Plain torch networks; none of them knows Lightning."""

@@ -1,0 +1,1 @@
+"""Run directories: the run record, compare and reproduce."""

@@ -1,0 +1,277 @@
+"""`genlab compare`: rank run directories by a final metric, show the config keys that differ, plot them.
+
+Reads only run directories (run.json, .hydra/config.yaml, csv/metrics.csv); never imports torch, Lightning or
+OmegaConf, and matplotlib only when plotting, so the table of 100 runs prints in well under 2 seconds
+(benchmarks/compare_runs.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.runs.rundirs import CORRUPT, MISSING, Run, find_run_dirs, is_interpolated, load_run, short_names
+
+# Keys that differ between any two runs for reasons other than the experiment (where and when it ran).
+IGNORED_ROOTS = ("paths", "hydra", "runtime", "output_dir", "data_dir", "cache_dir", "experiment_name")
+IGNORED_LEAVES = ("output_dir", "run_dir", "log_dir", "save_dir", "dirpath", "default_root_dir")
+# Metric names holding one of these words are better when larger.
+MAX_WORDS = {"acc", "accuracy", "is", "inception", "precision", "recall", "f1", "auc", "bleu", "psnr", "ssim"}
+
+
+@dataclass
+class Group:
+    """Runs sharing one value of the `--by` key; statistics over its completed runs only."""
+
+    value: str  # the key's value as shown in the table
+    runs: list[Run]
+    # metric -> (n, mean, min, max) over the completed runs that recorded it
+    stats: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> int:
+        return sum(run.status == "completed" for run in self.runs)
+
+
+@dataclass
+class Comparison:
+    runs: list[Run]  # best first; unranked runs after the ranked ones, in the order found
+    metric: str
+    mode: str  # "min" | "max"
+    keys: list[str]  # config keys whose values differ between the runs
+    metrics: list[str]  # every final metric any run recorded, the ranking metric first
+    ranks: dict[int, int]  # id(run) -> 1-based rank, for runs eligible for best-of
+    by: str | None = None
+    groups: list[Group] = field(default_factory=list)
+
+    def rank(self, run: Run) -> int | None:
+        return self.ranks.get(id(run))
+
+
+def metric_mode(name: str) -> str:
+    """'max' for accuracy-like names (acc, IS, precision, recall...), 'min' for losses, FID, KID..."""
+    words = set(re.split(r"[^a-z0-9]+", name.lower()))
+    return "max" if words & MAX_WORDS else "min"
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Flattened config keys whose values differ between runs, in config order.
+
+    Skipped: where/when keys (paths, output dirs), interpolated keys (`${seed}`: their source is what differs),
+    and keys under a node whose `_target_` differs (other class, so its arguments are not comparable).
+    """
+    configs = [run.flat_config for run in runs if run.config is not None]
+    if len(configs) < 2:
+        return []
+    ordered: dict[str, None] = {}
+    for flat in configs:
+        ordered.update(dict.fromkeys(flat))
+    differ = []
+    for key in ordered:
+        parts = key.split(".")
+        if parts[0] in IGNORED_ROOTS or parts[-1] in IGNORED_LEAVES:
+            continue
+        values = [flat.get(key, MISSING) for flat in configs]
+        if any(is_interpolated(v) for v in values):
+            continue
+        if len({_canonical(v) for v in values}) > 1:
+            differ.append(key)
+    targets = {key[: -len("._target_")] for key in differ if key.endswith("._target_")}
+
+    def under_changed_target(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in targets for i in range(1, len(parts) - (key.endswith("._target_"))))
+
+    return [key for key in differ if not under_changed_target(key)]
+
+
+def _canonical(value: Any) -> str:
+    return "<missing>" if value is MISSING else json.dumps(value, sort_keys=True, default=str)
+
+
+def _score(run: Run, metric: str) -> float | None:
+    value = run.metrics.get(metric)
+    return value if run.status == "completed" and value is not None and math.isfinite(value) else None
+
+
+def compare(
+    runs: list[Run], metric: str = "val/loss", mode: str = "auto", by: str | None = None
+) -> Comparison:
+    """Rank `runs` by `metric` (completed runs only), find the differing keys, group by `by` if given."""
+    mode = metric_mode(metric) if mode == "auto" else mode
+    sign = 1.0 if mode == "min" else -1.0
+    ranked = sorted(
+        (run for run in runs if _score(run, metric) is not None), key=lambda r: sign * _score(r, metric)
+    )
+    ranks = {id(run): i + 1 for i, run in enumerate(ranked)}
+    rest = [run for run in runs if id(run) not in ranks]
+    names = sorted({name for run in runs for name in run.metrics} - {metric})
+    has_metric = any(metric in run.metrics for run in runs)
+    comparison = Comparison(
+        runs=ranked + rest,
+        metric=metric,
+        mode=mode,
+        keys=differing_keys(runs),
+        metrics=[metric, *names] if has_metric else names,
+        ranks=ranks,
+        by=by,
+    )
+    if by:
+        comparison.groups = group_runs(comparison.runs, by, comparison.metrics, metric, sign)
+    return comparison
+
+
+def group_runs(runs: list[Run], key: str, metrics: list[str], rank_by: str, sign: float = 1.0) -> list[Group]:
+    """Runs grouped by their value at config key `key` (or a run.json field such as `experiment`), with the
+    mean, min and max of every metric over each group's completed runs; best mean of `rank_by` first
+    (`sign` -1 when larger is better)."""
+    values = [run.value(key) for run in runs]
+    if all(value is MISSING for value in values):
+        known = sorted({k for run in runs for k in run.flat_config})
+        hint = ", ".join(k for k in known if key.split(".")[-1] in k)[:200] or "see .hydra/config.yaml"
+        raise ConfigError(f"--by {key}: no run has this config key; did you mean one of: {hint}")
+    groups: dict[str, Group] = {}
+    for run, value in zip(runs, values):
+        label = format_value(value, key)
+        groups.setdefault(label, Group(value=label, runs=[])).runs.append(run)
+    for group in groups.values():
+        for metric in metrics:
+            scores = [s for run in group.runs if (s := _score(run, metric)) is not None]
+            if scores:
+                group.stats[metric] = (len(scores), sum(scores) / len(scores), min(scores), max(scores))
+
+    def order(group: Group) -> tuple[int, float]:
+        stat = group.stats.get(rank_by)
+        return (0, sign * stat[1]) if stat else (1, 0.0)
+
+    return sorted(groups.values(), key=order)
+
+
+def format_value(value: Any, key: str = "") -> str:
+    """A config value as a short cell: class paths shortened to the class name, lists compact."""
+    if value is MISSING:
+        return "—"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value.rsplit(".", 1)[-1] if key.endswith("_target_") else value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str).replace('"', "")
+    return str(value)
+
+
+def load_runs(paths: list[str]) -> list[Run]:
+    """Every run dir under `paths`, read; corrupt records are kept (status 'corrupt') with a warning."""
+    runs = [load_run(path) for path in find_run_dirs(paths)]
+    short_names(runs)
+    if all(run.status == CORRUPT for run in runs):
+        listed = ", ".join(str(run.path) for run in runs[:3]) + (" ..." if len(runs) > 3 else "")
+        raise DataError(f"no readable run.json among {len(runs)} run directories ({listed})")
+    return runs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genlab compare",
+        description="Compare run directories: a table ranked by a final metric (best first, completed runs only) "
+        "with the config keys that differ between the runs; PNGs of the learning curves (one per logged metric) "
+        "and a bar chart of the ranking metric per run or per --by group (mean, min-max bars).",
+        epilog="examples:\n"
+        "  genlab compare outputs/train/multirun/2026-01-01_10-00-00\n"
+        "  genlab compare 'outputs/train/runs/*_mnist_*' --metric fid/classifier-mnist5k/5000\n"
+        "  genlab compare outputs/train/multirun/... --by model._target_ --format md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="run dir, multirun folder, any folder, or a glob"
+    )
+    parser.add_argument("--metric", help="final metric to rank by (default: val/loss)")
+    parser.add_argument(
+        "--mode", choices=("auto", "min", "max"), default="auto", help="auto: max for acc/IS/precision/recall"
+    )
+    parser.add_argument("--by", metavar="KEY", help="group runs by a config key (e.g. model._target_, seed)")
+    parser.add_argument("--format", choices=("table", "md", "csv", "html"), default="table")
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the PNGs and compare.html (default: first PATH/compare)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="print the table only")
+    return parser
+
+
+def default_out(paths: list[str], runs: list[Run]) -> Path:
+    first = Path(paths[0])
+    if first.is_dir():
+        return first / "compare"
+    if len(runs) == 1:
+        return runs[0].path / "compare"
+    return Path(os.path.commonpath([run.path.resolve() for run in runs])) / "compare"
+
+
+def run_compare(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    runs = load_runs(args.paths)
+    for run in runs:
+        for problem in run.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    metric = args.metric or "val/loss"
+    if not any(metric in run.metrics for run in runs):
+        known = sorted({m for run in runs for m in run.metrics})
+        message = f"no run recorded metric {metric!r}; known: {', '.join(known) or 'none'}"
+        if args.metric:
+            raise ConfigError(message + "; choose one with --metric")
+        print(f"warning: {message}; runs are not ranked", file=sys.stderr)
+    comparison = compare(runs, metric=metric, mode=args.mode, by=args.by)
+
+    from genlab.runs import render
+
+    if args.format == "md":
+        print(render.markdown(comparison), end="")
+    elif args.format == "csv":
+        print(render.csv_text(comparison), end="")
+    elif args.format == "table":
+        render.rich_table(comparison)
+    sys.stdout.flush()  # the table first: plotting takes longer than everything else
+
+    out = Path(args.out) if args.out else default_out(args.paths, runs)
+    images: list[Path] = []
+    try:
+        if not args.no_plots:
+            from genlab.runs import plots
+
+            images = plots.plot_all(comparison, out)
+            print(f"plots: {len(images)} PNG files in {out}", file=sys.stderr)
+        if args.format == "html":
+            out.mkdir(parents=True, exist_ok=True)
+            page = out / "compare.html"
+            page.write_text(render.html(comparison, images))
+            print(f"wrote {page}")
+    except OSError as error:
+        raise DataError(
+            f"cannot write to {out} ({error.strerror or error}); choose a folder with --out"
+        ) from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `genlab compare`; user errors print one line and exit 1."""
+    try:
+        run_compare(list(sys.argv[1:] if argv is None else argv))
+    except GenlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""`run.json`: the record of one run (status, provenance, final metrics), always written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "run.json"
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_state(path: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout holding `path` (genlab's source by default); nulls outside git."""
+    where = Path(path or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("genlab", "torch", "lightning", "hydra-core", "torchmetrics", "torch-fidelity"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    torch = sys.modules.get("torch")  # only described if the run already imported it
+    if torch is not None:
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+class RunRecord:
+    """The run.json of one run directory; every update rewrites the whole file atomically."""
+
+    def __init__(self, run_dir: str | Path, data: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RECORD_NAME
+        self.data = data
+        self._t0 = time.monotonic()
+
+    @classmethod
+    def start(
+        cls,
+        run_dir: str | Path,
+        *,
+        experiment: str,
+        seed: int | None,
+        overrides: list[str],
+        task: str = "train",
+        tags: list[str] | None = None,
+    ) -> RunRecord:
+        record = cls(
+            run_dir,
+            {
+                "status": "running",
+                "task": task,
+                "experiment": experiment,
+                "seed": seed,
+                "overrides": list(overrides),
+                "tags": list(tags or []),
+                "command": " ".join(["genlab", task, *overrides]),
+                "run_dir": str(Path(run_dir).resolve()),
+                "git": git_state(),
+                "versions": package_versions(),
+                "hardware": hardware(),
+                "started": now(),
+                "finished": None,
+                "wall_time_s": None,
+                "steps": None,
+                "metrics": {},
+                "best_checkpoint": None,
+                "error": None,
+            },
+        )
+        record.save()
+        return record
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunRecord:
+        path = Path(run_dir) / RECORD_NAME
+        return cls(run_dir, json.loads(path.read_text()))
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def finish(self, status: str, **fields: Any) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; expected one of {STATUSES}")
+        self.update(
+            status=status,
+            finished=now(),
+            wall_time_s=round(time.monotonic() - self._t0, 1),
+            **fields,
+        )
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.data)

@@ -1,0 +1,113 @@
+"""`genlab train` end to end in a subprocess, as a user runs it: run.json, checkpoint, samples, errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_genlab
+
+
+def read_record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_tiny_run_writes_record_checkpoint_and_samples(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_genlab("train", "debug=fast", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    record = read_record(run_dir)
+    assert record["status"] == "completed"
+    assert record["experiment"] == "mnist_vae"
+    assert record["seed"] == 42
+    assert "debug=fast" in record["overrides"]
+    assert record["steps"] == 8
+    assert record["versions"]["torch"] and record["versions"]["lightning"]
+    for name in ("val/loss", "val/elbo", "test/loss"):
+        assert name in record["metrics"], sorted(record["metrics"])
+        assert record["metrics"][name] == record["metrics"][name]  # not NaN
+    assert Path(record["best_checkpoint"]).is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    png = run_dir / "samples" / "last.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_user_error_is_one_line_and_marks_run_failed(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    missing = tmp_path / "no_such_folder"
+    result = run_genlab(
+        "train", "debug=fast", "data=image_folder", f"data.root={missing}", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and str(missing) in error_lines[0], result.stderr[-2000:]
+    record = read_record(run_dir)
+    assert record["status"] == "failed"
+    assert str(missing) in record["error"]
+
+
+def test_missing_mandatory_value_fails_before_training(tmp_path: Path):
+    result = run_genlab("train", "debug=fast", "data=image_folder", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "data.root" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_existing_run_dir_is_refused_and_left_untouched(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text('{"status": "completed"}')
+    result = run_genlab("train", "debug=fast", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr
+    assert (run_dir / "run.json").read_text() == '{"status": "completed"}'
+    assert not (run_dir / ".hydra").exists()
+
+
+def test_ctrl_c_marks_run_interrupted(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genlab.cli", "train", "debug=fast", "trainer.max_steps=100000",
+         "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "checkpoints").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert read_record(run_dir)["status"] == "interrupted", stderr[-2000:]
+
+
+def test_multirun_makes_one_run_dir_per_job(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    result = run_genlab(
+        "train", "-m", "debug=fast", "trainer.max_steps=2", "seed=1,2", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = sorted(sweep.glob("*/run.json"))
+    assert len(records) == 2
+    seeds = sorted(json.loads(r.read_text())["seed"] for r in records)
+    assert seeds == [1, 2]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"]])
+def test_help_answers_without_importing_torch(args):
+    code = (
+        "import sys, runpy; sys.argv = ['genlab', *sys.argv[1:]];"
+        "from genlab.cli import main\ntry: main()\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO_TORCH')"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True)
+    assert "NO_TORCH" in result.stdout, result.stderr
+    if args[0] == "train":
+        assert "model: " in result.stdout and "optimizer: adam, adamw, sgd" in result.stdout
