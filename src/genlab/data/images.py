@@ -61,7 +61,7 @@ class ImageDataModule(L.LightningDataModule):
         image_shape: (channels, height, width) after preprocessing: grey <-> RGB conversion, then a
             centre crop to the target aspect and a resize. Channels must be 1 or 3.
         value_range: (low, high) of pixel values in batches.
-        splits: fractions that sum to 1, drawn from a permutation seeded by `seed`: (train, val, test), or
+        splits: fractions that sum to 1, drawn from a permutation seeded by `split_seed`: (train, val, test), or
             (train, val) of the official train set for torchvision datasets, whose test split is the
             official test set. None picks (0.8, 0.1, 0.1) or (0.9, 0.1).
         batch_size: images per batch; train batches are all full-size (the ragged last one is dropped)
@@ -70,7 +70,9 @@ class ImageDataModule(L.LightningDataModule):
             resume position exact (workers fetch ahead of training).
         max_samples: keep only this many images of each source set (chosen by the seeded permutation,
             so still a mix of classes), for quick runs.
-        seed: draws the splits and seeds the train sampler's own generator.
+        seed: seeds the train sampler's own generator (the order of batches).
+        split_seed: draws the splits; kept apart from `seed` so that runs with different seeds are
+            trained and evaluated on the same images and their metrics compare.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_samples: int | None = None,
         seed: int = 42,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         if dataset not in image_sources.DATASETS:
@@ -104,6 +107,7 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.max_samples = None if max_samples is None else int(max_samples)
         self.seed = int(seed)
+        self.split_seed = int(split_seed)
         self.num_classes: int | None = None  # known once setup() has read the data
         self.data: dict[str, InMemoryImages] = {}
         self.split_indices: dict[str, Tensor] = {}  # positions in the source set (official test set for test)
@@ -121,7 +125,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.data:
             return
         pool, official_test = image_sources.load(self.dataset, self.root, self.image_shape)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.split_seed)
         order = _cap(torch.randperm(len(pool), generator=generator), self.max_samples)
         sizes = self._split_sizes(len(order))
         parts = dict(zip(SPLITS, torch.split(order, sizes), strict=False))
@@ -138,8 +142,8 @@ class ImageDataModule(L.LightningDataModule):
             data[split] = InMemoryImages(images, sources[split].labels[indices], self.value_range)
         self.data, self.split_indices = data, parts
         self.num_classes = pool.num_classes
-        # the sampler's seed comes from the same stream, so its shuffles are not the split permutation again
-        sampler_seed = int(torch.randint(2**62, (1,), generator=generator))
+        # drawn from `seed` through a generator, so seed == split_seed does not replay the split permutation
+        sampler_seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(self.seed)))
         self.sampler = ResumableRandomSampler(len(self.data["train"]), sampler_seed)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
@@ -211,14 +215,14 @@ class ImageDataModule(L.LightningDataModule):
         return images.float() / 255.0
 
     def fingerprint(self, split: str) -> str:
-        """Names the exact images of a split (dataset, root, preprocessing, seed, splits): a cache key."""
+        """Names the exact images of a split (dataset, root, preprocessing, split_seed, splits): a cache key."""
         spec = {
             "dataset": self.dataset,
             "root": str(self.root.resolve()) if self.dataset == "image_folder" else None,
             "image_shape": list(self.image_shape),
             "splits": list(self.splits),
             "max_samples": self.max_samples,
-            "seed": self.seed,
+            "split_seed": self.split_seed,
             "split": split,
         }
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
@@ -241,7 +245,7 @@ class ImageDataModule(L.LightningDataModule):
         except ValueError as err:
             raise CheckpointError(
                 f"the checkpoint's data state does not fit this data ({err}): resume with the same data config "
-                f"(dataset, splits, max_samples, seed) as the run that wrote it"
+                f"(dataset, splits, max_samples, seed, split_seed) as the run that wrote it"
             ) from err
 
 
