@@ -18,8 +18,16 @@ from tests.conftest import CONF
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug", "experiment"]
 # values a real run learns from its datamodule (DESIGN: runtime values are passed in by the entry point)
 RUNTIME = {"vocab_size": 65, "image_shape": [1, 28, 28], "num_classes": 10}
-# options whose mandatory values a user must give on the command line
-REQUIRED = {("data", "image_folder"): ["data.root=/nonexistent/images"]}
+# options that need a companion: mandatory values a user gives on the command line, or a model of
+# the matching modality (text data needs a language model and vice versa)
+TEXT = ["model=gpt"]
+COMPANIONS = {
+    ("data", "image_folder"): ["data.root=/nonexistent/images"],
+    ("data", "text_files"): ["data.path=/nonexistent/texts", *TEXT],
+    ("data", "shakespeare"): TEXT,
+    ("data", "tiny_shakespeare"): TEXT,
+    ("model", "gpt"): ["data=shakespeare"],
+}
 
 
 def options(group: str) -> list[str]:
@@ -55,7 +63,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Path):
-    overrides = [f"{group}={option}", *REQUIRED.get((group, option), [])]
+    overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
     cfg = compose_train(overrides, tmp_path)
     assert OmegaConf.missing_keys(cfg) == set()
     OmegaConf.resolve(cfg)  # every interpolation resolves

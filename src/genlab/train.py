@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> float | None:
         datamodule.setup("fit")
         runtime = datamodule.runtime_info() if hasattr(datamodule, "runtime_info") else {}
         with open_dict(cfg):
-            cfg.runtime = runtime
+            cfg.runtime = OmegaConf.merge(cfg.get("runtime") or {}, runtime)
 
         log.info(f"model: {cfg.model._target_}")
         optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
