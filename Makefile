@@ -24,7 +24,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -n 2 $(ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

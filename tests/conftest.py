@@ -9,13 +9,22 @@ from pathlib import Path
 
 import pytest
 
+# Tests run two at a time (pytest -n 2) on small tensors: one thread each beats two fighting for two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
 
 def run_genlab(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
     """Run the `genlab` CLI as a user would, in a fresh interpreter; returns the CompletedProcess."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "genlab.cli", *args],
@@ -25,6 +34,13 @@ def run_genlab(*args: str, cwd: Path | None = None, timeout: float = 300, env: d
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

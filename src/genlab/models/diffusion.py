@@ -1,0 +1,144 @@
+"""Denoising diffusion (DDPM training, DDPM/DDIM sampling) around any noise-prediction network `net(x_t, t)`.
+
+Training regresses the network's output on the noise (or v) at a uniformly drawn timestep; an exponential
+moving average of the network's weights is what validation, testing and `sample()` use.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from genlab.diffusion.samplers import Sampler, build_sampler
+from genlab.diffusion.schedules import NoiseSchedule, check_prediction_type
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFactory
+
+# Validation and test losses draw their timesteps and noise from generators seeded with these (plus the
+# batch index), so the numbers move only when the weights do and epochs can be compared.
+VAL_SEED = 1_000_003
+TEST_SEED = 2_000_003
+
+
+def ema_with_warmup(decay: float):
+    """An AveragedModel update: EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates
+    so far, so that the average of a short run is not dominated by the random initial weights."""
+
+    @torch.no_grad()
+    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for ema_param, param in zip(ema_params, params):
+            ema_param.lerp_(param, weight)
+
+    return update
+
+
+class Diffusion(GenerativeModule):
+    """DDPM training loop with EMA weights; implements the `ImageGenerator` protocol."""
+
+    def __init__(
+        self,
+        net: nn.Module,  # net(x_t [B, C, H, W], t [B] long) -> [B, C, H, W], with an .image_shape (C, H, W)
+        num_train_timesteps: int = 1000,  # T: noise levels of the forward process
+        beta_schedule: str = "linear",  # "linear" (DDPM) or "cosine" (improved DDPM)
+        prediction_type: str = "epsilon",  # training target: "epsilon" (the noise) or "v" (velocity)
+        sampler: str = "ddim",  # how sample() runs the reverse process: "ddpm" (ancestral) or "ddim"
+        num_inference_steps: int | None = None,  # reverse steps for sample(); None: T for ddpm, 50 for ddim
+        eta: float = 0.0,  # DDIM noise: 0 deterministic, 1 DDPM-like (ignored by ddpm)
+        clip_sample: bool = True,  # clamp predicted x_0 to [-1, 1] at each sampling step
+        ema_decay: float | None = 0.999,  # final EMA decay of the weights evaluated and sampled; None: no EMA
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ):
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        check_prediction_type(prediction_type)
+        if not hasattr(net, "image_shape"):
+            raise ConfigError(
+                f"{type(net).__name__} has no image_shape: the diffusion model.net must define it"
+            )
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(
+                f"model.ema_decay={ema_decay} must be in (0, 1), or null to sample the raw weights"
+            )
+        self.net = net
+        self.image_shape = tuple(net.image_shape)
+        self.schedule = NoiseSchedule(num_train_timesteps, beta_schedule)
+        self.prediction_type = prediction_type
+        self.sampler = self.make_sampler(sampler, num_inference_steps, eta, clip_sample)
+        # torch's AveragedModel (the machinery of Lightning's EMAWeightAveraging) kept inside the module:
+        # sample() then always sees the EMA weights, which are in state_dict (ema.module.*, ema.n_averaged).
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = AveragedModel(net, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)  # not trained: kept out of the optimiser, DDP's reducer and grads
+        self._last_ema_step = 0
+
+    def make_sampler(
+        self, name: str, num_inference_steps: int | None = None, eta: float = 0.0, clip_sample: bool = True
+    ) -> Sampler:
+        """A sampler for this model's schedule and prediction type (e.g. to compare DDPM and DDIM)."""
+        return build_sampler(name, self.schedule, self.prediction_type, num_inference_steps, clip_sample, eta)
+
+    @property
+    def sampling_net(self) -> nn.Module:
+        """The weights that are evaluated and sampled: the EMA copy if there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def loss(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """MSE between the network's output at (x_t, t) and the target (noise or v)."""
+        x_t = self.schedule.add_noise(x0, noise, t)
+        target = self.schedule.target(x0, noise, t, self.prediction_type)
+        return F.mse_loss(net(x_t, t), target)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x0 = batch[0]
+        t = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        loss = self.loss(self.net, x0, t, torch.randn_like(x0))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def update_ema(self) -> None:
+        """Move the EMA weights towards the current ones (the first update copies them)."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    def on_train_start(self) -> None:
+        self._last_ema_step = self.trainer.global_step  # after a resume, the restored step
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # once per optimiser step: with accumulate_grad_batches > 1, several batches make one step
+        if self.trainer.global_step > self._last_ema_step:
+            self.update_ema()
+            self._last_ema_step = self.trainer.global_step
+
+    def _fixed_noise_loss(self, x0: Tensor, seed: int) -> Tensor:
+        # drawn on the CPU so the value does not depend on the accelerator
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+        return self.loss(self.sampling_net, x0, t, noise)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss = self._fixed_noise_loss(batch[0], VAL_SEED + batch_idx)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss = self._fixed_noise_loss(batch[0], TEST_SEED + batch_idx)
+        self.log("test/loss", loss, sync_dist=True)
+
+    def configure_optimizers(self):
+        return self.build_optimizer(self.net.parameters())
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """`n` images [n, C, H, W] in [0, 1] from the configured sampler, with the EMA weights."""
+        net = self.sampling_net
+        was_training = net.training
+        net.eval()
+        x = self.sampler.sample(net, (n, *self.image_shape), generator=generator, device=self.device)
+        net.train(was_training)
+        return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()
