@@ -63,7 +63,9 @@ def fit(module, tmp_path, callback, shape, max_epochs=2, **kwargs):
 
 def test_vae_grids_are_valid_pngs_of_the_expected_size(tmp_path):
     torch.manual_seed(0)
-    vae = VAE(ConvVAE((1, 28, 28), 4, (4, 8)), optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+    vae = VAE(
+        ConvVAE((1, 28, 28), 4, (4, 8), hidden_dim=16), optimizer=functools.partial(torch.optim.Adam, lr=1e-3)
+    )
     fit(vae, tmp_path, SampleGrid(n=16, seed=0), (1, 28, 28))
 
     out = tmp_path / "samples"

@@ -19,11 +19,9 @@ from genlab.nets.conv_vae import ConvVAE
 SHAPE = (1, 28, 28)
 
 
-def make_vae(recon_loss: str = "bce", seed: int = 0, lr: float = 2e-3, **net_kwargs) -> VAE:
+def make_vae(recon_loss: str = "bce", seed: int = 0, lr: float = 2e-3) -> VAE:
     torch.manual_seed(seed)
-    net = ConvVAE(
-        SHAPE, latent_dim=net_kwargs.pop("latent_dim", 8), channels=net_kwargs.pop("channels", (8, 16))
-    )
+    net = ConvVAE(SHAPE, latent_dim=8, channels=(8, 16), hidden_dim=32)
     return VAE(net, beta=1.0, recon_loss=recon_loss, optimizer=functools.partial(torch.optim.Adam, lr=lr))
 
 
@@ -82,7 +80,7 @@ def test_beta_weights_the_kl_in_the_loss(monkeypatch):
 
 def test_unknown_recon_loss_is_a_config_error():
     with pytest.raises(ConfigError, match="model.recon_loss='l1'"):
-        VAE(ConvVAE(SHAPE, 4, (4,)), recon_loss="l1")
+        VAE(ConvVAE(SHAPE, 4, (4,), hidden_dim=8), recon_loss="l1")
 
 
 @pytest.mark.parametrize("recon_loss", ["bce", "mse"])

@@ -14,7 +14,7 @@ from genlab.nets.conv_vae import ConvVAE
     [((1, 28, 28), (32, 64)), ((1, 8, 8), (8, 16)), ((3, 32, 32), (8, 16, 32)), ((1, 8, 8), (4, 8, 16))],
 )
 def test_encode_decode_shapes(image_shape, channels):
-    net = ConvVAE(image_shape, latent_dim=5, channels=channels)
+    net = ConvVAE(image_shape, latent_dim=5, channels=channels, hidden_dim=16)
     x = torch.randn(3, *image_shape)
 
     mu, logvar = net.encode(x)
@@ -27,7 +27,7 @@ def test_encode_decode_shapes(image_shape, channels):
 
 
 def test_gradients_reach_every_parameter():
-    net = ConvVAE((1, 28, 28), latent_dim=4, channels=(4, 8))
+    net = ConvVAE((1, 28, 28), latent_dim=4, channels=(4, 8), hidden_dim=8)
     out, mu, logvar = net(torch.randn(2, 1, 28, 28))
     (out.square().mean() + mu.sum() + logvar.sum()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
