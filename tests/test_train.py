@@ -28,7 +28,7 @@ def test_tiny_run_writes_record_checkpoint_and_samples(tmp_path: Path):
     assert record["experiment"] == "mnist_vae"
     assert record["seed"] == 42
     assert "debug=fast" in record["overrides"]
-    assert record["steps"] == 8
+    assert record["steps"] == 4
     assert record["versions"]["torch"] and record["versions"]["lightning"]
     for name in ("val/loss", "val/elbo", "test/loss"):
         assert name in record["metrics"], sorted(record["metrics"])

@@ -48,6 +48,10 @@ def run(cfg: DictConfig) -> float | None:
         record.update(hardware=hardware())
     trainer = None
     try:
+        if cfg.get("threads"):
+            import torch
+
+            torch.set_num_threads(int(cfg.threads))
         L.seed_everything(cfg.seed, workers=True)
 
         log.info(f"data: {cfg.data._target_} ({cfg.data.get('dataset', '')})")
@@ -104,10 +108,10 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """Plain floats of every scalar metric, sorted by name."""
+    """Plain floats of every scalar metric, sorted by name; learning rates are a curve, not a result."""
     out = {}
     for name, value in metrics.items():
-        if hasattr(value, "numel") and value.numel() != 1:
+        if name.startswith("lr-") or (hasattr(value, "numel") and value.numel() != 1):
             continue
         out[name] = float(value)
     return dict(sorted(out.items()))
