@@ -5,6 +5,7 @@ Only this file is imported by `genlab --help`; each command imports what it need
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ commands:
   train       train a model from composed configs   genlab train experiment=mnist_vae trainer.max_epochs=5
               (Hydra: -m/--multirun for sweeps, --cfg job to print the config, --help for groups and options)
   compare     table and plots of run directories    genlab compare outputs/train/multirun/<time> --by model._target_
+  reproduce   re-run a finished run, check metrics  genlab reproduce outputs/train/runs/<run> [--tolerance REL]
 
 Run `genlab <command> --help` for the command's own help.
 """
@@ -29,15 +31,26 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
 
         from genlab.config import conf_dir
 
-        _refuse_existing_run_dir(argv)
+        if not _is_relaunched_rank():
+            _refuse_existing_run_dir(argv)
         module = __import__(f"genlab.{task}", fromlist=["main"])
         entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
             module.main
         )
-        sys.argv = [f"genlab {task}", *argv]
+        # Lightning's DDP launcher re-runs sys.argv (or `python -m <__main__'s module>`) for ranks > 0:
+        # make that the re-runnable script of this command
+        import __main__
+
+        __main__.__spec__ = None
+        sys.argv = [str(Path(__file__).parent / "scripts" / f"genlab_{task}.py"), *argv]
         entry()
 
     return command
+
+
+def _is_relaunched_rank() -> bool:
+    """True in the processes a distributed launcher started for ranks > 0 (they share rank 0's run dir)."""
+    return any(os.environ.get(var, "0") != "0" for var in ("LOCAL_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _refuse_existing_run_dir(argv: list[str]) -> None:
@@ -57,6 +70,7 @@ def _refuse_existing_run_dir(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": _hydra_command("train", "train"),
     "compare": lambda argv: __import__("genlab.runs.compare", fromlist=["main"]).main(argv),
+    "reproduce": lambda argv: __import__("genlab.runs.reproduce", fromlist=["main"]).main(argv),
 }
 
 

@@ -36,6 +36,7 @@ def run(cfg: DictConfig) -> float | None:
         logging.getLogger(name).propagate = True
 
     run_dir = cfg.paths.output_dir
+    launch_env = {name: os.environ.get(name) for name in _LAUNCH_ENV}
     record = None
     if rank_zero_only.rank == 0:
         record = RunRecord.start(
@@ -75,6 +76,7 @@ def run(cfg: DictConfig) -> float | None:
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        _pin_ddp_relaunch_to_this_job()
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
         trainer.fit(module, datamodule=datamodule)
@@ -105,6 +107,56 @@ def run(cfg: DictConfig) -> float | None:
                 steps=getattr(trainer, "global_step", None),
             )
         raise
+    finally:
+        _release_process_group(launch_env)
+
+
+def _pin_ddp_relaunch_to_this_job() -> None:
+    """Lightning starts DDP ranks > 0 by re-running `sys.argv` plus `hydra.run.dir=<HydraConfig run.dir>`.
+
+    In a sweep both are wrong: `sys.argv` holds `-m` and the whole sweep (the other ranks would re-run it,
+    with other hyperparameters under a sweeper), and `run.dir` is not the job's folder. Pin them to this
+    job: its own overrides and its own output dir.
+    """
+    from omegaconf import read_write
+
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *_config_source_flags(sys.argv[1:]), *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+_CONFIG_SOURCE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+
+
+def _config_source_flags(argv: list[str]) -> list[str]:
+    """The flags that chose the primary config (`genlab reproduce` uses them): other ranks need them too."""
+    kept, args = [], iter(argv)
+    for arg in args:
+        if arg in _CONFIG_SOURCE_FLAGS:
+            kept += [arg, next(args, "")]
+        elif arg.startswith(tuple(f"{flag}=" for flag in _CONFIG_SOURCE_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _release_process_group(launch_env: dict[str, str | None]) -> None:
+    """A sweep runs its jobs in one process: the next job's DDP must start afresh.
+
+    Lightning leaves the process group open and sets LOCAL_RANK & co. in the launching process, after
+    which it believes some outside launcher started the ranks and would wait forever for them.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for name, value in launch_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
