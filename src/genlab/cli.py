@@ -16,6 +16,7 @@ usage: genlab <command> [hydra overrides | options]
 commands:
   train       train a model from composed configs   genlab train experiment=mnist_vae trainer.max_epochs=5
               (Hydra: -m/--multirun for sweeps, --cfg job to print the config, --help for groups and options)
+  eval        evaluate a checkpoint (metrics JSON)  genlab eval ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt
   compare     table and plots of run directories    genlab compare outputs/train/multirun/<time> --by model._target_
   reproduce   re-run a finished run, check metrics  genlab reproduce outputs/train/runs/<run> [--tolerance REL]
 
@@ -54,8 +55,11 @@ def _is_relaunched_rank() -> bool:
 
 
 def _refuse_existing_run_dir(argv: list[str]) -> None:
-    """An explicit `hydra.run.dir` holding a finished or running run would have its config overwritten."""
+    """An explicit `hydra.run.dir` holding a finished or running run would have its config overwritten;
+    one that cannot be created would fail inside Hydra with a traceback."""
     for arg in argv:
+        if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
+            _refuse_unwritable_dir(Path(arg.split("=", 1)[1]), arg.split("=", 1)[0])
         if arg.startswith("hydra.run.dir="):
             run_dir = Path(arg.split("=", 1)[1])
             if (run_dir / "run.json").exists():
@@ -67,8 +71,21 @@ def _refuse_existing_run_dir(argv: list[str]) -> None:
                 raise SystemExit(2)
 
 
+def _refuse_unwritable_dir(path: Path, key: str) -> None:
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        print(
+            f"error: {key}={path} cannot be created: {existing} {what}; choose another {key}", file=sys.stderr
+        )
+        raise SystemExit(2)
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": _hydra_command("train", "train"),
+    "eval": lambda argv: __import__("genlab.evaluate", fromlist=["main"]).main(argv),
     "compare": lambda argv: __import__("genlab.runs.compare", fromlist=["main"]).main(argv),
     "reproduce": lambda argv: __import__("genlab.runs.reproduce", fromlist=["main"]).main(argv),
 }

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.config import check_mandatory
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError
 from genlab.runs.record import RunRecord, hardware
 
 log = logging.getLogger("genlab.train")
@@ -65,6 +65,7 @@ def run(cfg: DictConfig) -> float | None:
 
         log.info(f"model: {cfg.model._target_}")
         optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
+        _check_optimizer(cfg, optimizer)
         scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
         module = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
 
@@ -76,6 +77,7 @@ def run(cfg: DictConfig) -> float | None:
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        _check_cpu_devices(cfg)
         _pin_ddp_relaunch_to_this_job()
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -101,9 +103,10 @@ def run(cfg: DictConfig) -> float | None:
         raise
     except BaseException as error:
         if record is not None:
+            reason = (_user_error(error) if isinstance(error, Exception) else None) or error
             record.finish(
                 "failed",
-                error=f"{type(error).__name__}: {error}",
+                error=f"{type(reason).__name__}: {reason}",
                 steps=getattr(trainer, "global_step", None),
             )
         raise
@@ -190,16 +193,92 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
-    except GenlabError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as raised:
+        error = _user_error(raised)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if multirun and not isinstance(raised, GenlabError):
+                log.exception("job failed; the sweep goes on")
+                return math.nan
             raise
         log.error(f"error: {error}")
         if multirun:
             return math.nan
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    except Exception:
-        if multirun:
-            log.exception("job failed; the sweep goes on")
-            return math.nan
-        raise
+
+
+def _check_optimizer(cfg: DictConfig, optimizer: Any) -> None:
+    """A value of the wrong type (`optimizer.lr=abc`) would otherwise fail deep inside torch at the first step."""
+    if optimizer is None:
+        return
+    import torch
+
+    try:
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as error:
+        values = [
+            f"optimizer.{k}={v}" for k, v in cfg.optimizer.items() if isinstance(v, str) and k[0] != "_"
+        ]
+        fix = (
+            "give numbers, e.g. optimizer.lr=1e-3" if values else "fix or remove (~optimizer.<key>) that key"
+        )
+        raise ConfigError(
+            f"{', '.join(values) or 'optimizer'}: rejected by {cfg.optimizer._target_} ({error}); {fix}"
+        ) from None
+
+
+def _check_cpu_devices(cfg: DictConfig) -> None:
+    """On CPU, Lightning starts `trainer.devices` processes however few cores there are: more is a mistake."""
+    import torch
+
+    devices, accelerator = cfg.trainer.get("devices"), cfg.trainer.get("accelerator")
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    cores = os.cpu_count() or 1
+    if (
+        (accelerator == "cpu" or (accelerator == "auto" and not gpu))
+        and isinstance(devices, int)
+        and devices > cores
+    ):
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {cores} CPU cores and no GPU in use: "
+            f"set trainer.devices={cores} or fewer (or trainer.accelerator=gpu on a GPU machine)"
+        )
+
+
+def _user_error(error: BaseException) -> GenlabError | None:
+    """Known failures caused by the user's input, as one-line errors; None for anything else (a bug).
+
+    Hydra wraps errors of the objects it builds (a net refusing an image size, Lightning refusing
+    `trainer.devices`) in an InstantiationException; OmegaConf reports a broken interpolation.
+    """
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, GenlabError):
+            return cause
+        cause = cause.__cause__
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")  # loaded if Lightning ran
+    misconfiguration = getattr(lightning_errors, "MisconfigurationException", OmegaConfBaseException)
+    hint = "(HYDRA_FULL_ERROR=1 shows the traceback)"
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, misconfiguration):
+        error = error.__cause__
+    elif isinstance(error, InstantiationException) and isinstance(error.__cause__, (TypeError, ValueError)):
+        # a constructor refusing a value (`model.net.latent_dim=abc`): Hydra's last line names the key
+        lines = str(error).splitlines()
+        key = lines[-1].removeprefix("full_key: ") if lines[-1].startswith("full_key: ") else "config"
+        cause = error.__cause__
+        return ConfigError(f"{key}: {lines[0].rstrip(':')}: {type(cause).__name__}: {cause} {hint}")
+    if isinstance(error, FloatingPointError):  # a module's own divergence check (the GAN's)
+        from genlab.callbacks.guards import NonFiniteLossError
+
+        return NonFiniteLossError(str(error))
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        text = str(error).strip().splitlines()[0]  # the rest repeats full_key and the node type
+        return ConfigError(f"{key + ': ' if key else ''}{text}; choose options that fit together {hint}")
+    if isinstance(error, misconfiguration):
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        return ConfigError(f"{text}; check trainer.accelerator and trainer.devices {hint}")
+    return None

@@ -1,0 +1,274 @@
+"""`genlab eval ckpt=PATH | run=RUN_DIR [options] [overrides]`: evaluate a checkpoint with its run's own config.
+
+Rebuilds the datamodule and module as `genlab train` does, loads the checkpoint's weights (weights_only), then
+computes the test loss (LM: loss, perplexity, bits per token over the full split) and, for image families,
+novelty and (given an extractor checkpoint) FID/KID/IS/PR. Writes `<ckpt stem>.eval.json` beside the
+checkpoint and prints a table. Options are conf/eval.yaml's keys; any other `key=value` overrides the run's config.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from genlab.config import conf_dir
+from genlab.errors import CheckpointError, ConfigError, GenlabError
+
+# a stored config is data from disk: only these packages' classes are built from it unless trust_config=true
+TRUSTED_PREFIXES = ("genlab.", "torch.", "lightning.")
+# ...and not these, which load or run code themselves
+UNTRUSTED_TARGETS = (
+    "torch.hub.",
+    "torch.load",
+    "torch.jit.load",
+    "torch.package.",
+    "torch.utils.cpp_extension.",
+)
+
+
+def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
+    """conf/eval.yaml merged with the `key=value` args naming its keys; the other args override the run config."""
+    options = OmegaConf.load(conf_dir() / "eval.yaml")
+    own, run_overrides = [], []
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            raise ConfigError(
+                f"unexpected argument {arg!r}: genlab eval takes key=value pairs, e.g. ckpt=PATH"
+            )
+        top = arg.split("=", 1)[0].split(".", 1)[0]
+        (own if top in options else run_overrides).append(arg)
+    options = OmegaConf.merge(options, OmegaConf.from_dotlist(own))
+    if bool(options.ckpt) == bool(options.run):
+        raise ConfigError("give exactly one of ckpt=PATH (a checkpoint) or run=RUN_DIR (a run directory)")
+    if options.split not in ("test", "val"):
+        raise ConfigError(f"split={options.split!r}: choose test or val")
+    return options, run_overrides
+
+
+def locate(options: DictConfig) -> tuple[Path, Path]:
+    """(run dir, checkpoint) named by ckpt= or run=."""
+    if options.ckpt:
+        ckpt = Path(options.ckpt).expanduser().absolute()
+        if not ckpt.is_file():
+            raise CheckpointError(f"checkpoint {ckpt} does not exist: pass ckpt= an existing .ckpt file")
+        return ckpt.parent.parent, ckpt
+    run_dir = Path(options.run).expanduser().absolute()
+    best = None
+    if (run_dir / "run.json").is_file():
+        best = json.loads((run_dir / "run.json").read_text()).get("best_checkpoint")
+    for candidate in ([Path(best), run_dir / "checkpoints" / Path(best).name] if best else []) + [
+        run_dir / "checkpoints" / "last.ckpt"
+    ]:
+        if candidate.is_file():
+            return run_dir, candidate.absolute()
+    raise CheckpointError(f"{run_dir} has no checkpoint (run.json best_checkpoint or checkpoints/last.ckpt)")
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's stored config, with its paths pointing at the run dir and the overrides applied."""
+    stored = run_dir / ".hydra" / "config.yaml"
+    if not stored.is_file():
+        raise ConfigError(
+            f"{stored} is missing: ckpt=/run= must belong to a run directory made by genlab train"
+        )
+    cfg = OmegaConf.load(stored)
+    with open_dict(cfg):
+        # `${hydra:runtime.output_dir}` only resolves inside Hydra: the run dir is known here
+        cfg.paths.output_dir = str(run_dir)
+        if "tokenizer_dir" in cfg.data:
+            cfg.data.tokenizer_dir = str(run_dir)  # the ids the checkpoint was trained with
+        cfg.merge_with(OmegaConf.from_dotlist(overrides))
+    return cfg
+
+
+def check_targets(node: Any, trust: bool, where: str = "") -> None:
+    """Refuse `_target_`s outside genlab/torch/lightning: instantiating one runs arbitrary code."""
+    if trust:
+        return
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        if target is not None and (
+            not str(target).startswith(TRUSTED_PREFIXES) or str(target).startswith(UNTRUSTED_TARGETS)
+        ):
+            raise ConfigError(
+                f"the run config's {where or '<root>'}._target_={target} is not a genlab/torch/lightning "
+                f"class: pass trust_config=true only if you trust that config"
+            )
+        for key, value in node.items_ex(resolve=False):
+            check_targets(value, trust, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, ListConfig):
+        for i, value in enumerate(node._iter_ex(resolve=False)):
+            check_targets(value, trust, f"{where}[{i}]")
+
+
+def read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """A Lightning checkpoint as tensors and plain Python: pickled objects are refused (weights_only)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or pickled objects
+        message = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(
+            f"cannot read checkpoint {ckpt} ({type(err).__name__}: {message[:200]})"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{ckpt} is not a Lightning checkpoint (no state_dict): pass a genlab train checkpoint"
+        )
+    return checkpoint
+
+
+def load_weights(module: Any, checkpoint: dict[str, Any], ckpt: Path) -> None:
+    """Load the checkpoint's state_dict into `module`; keys that do not fit mean another family or architecture."""
+    module.on_load_checkpoint(checkpoint)
+    result = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{ckpt} does not fit {type(module).__name__} of this run's config ({len(result.missing_keys)} "
+            f"missing, {len(result.unexpected_keys)} unexpected keys, e.g. "
+            f"{(result.missing_keys + result.unexpected_keys)[0]}): it comes from another family or architecture"
+        )
+
+
+def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
+    """Evaluate the checkpoint `options` names; returns the report also written to `<ckpt stem>.eval.json`."""
+    run_dir, ckpt = locate(options)
+    cfg = load_run_config(run_dir, run_overrides)
+    check_targets(cfg, bool(options.trust_config))
+    seed = cfg.seed if options.seed is None else options.seed
+    with open_dict(cfg):
+        if options.full_split:
+            cfg.trainer[f"limit_{options.split}_batches"] = 1.0
+            if "tokenizer_dir" in cfg.data:  # text: the LM evaluates every window, not an even subset
+                cfg.data.max_samples = None
+
+    import lightning as L  # heavy: after the arguments and config are known to be good
+    import torch
+    from hydra.utils import instantiate
+
+    from genlab.models.base import ImageGenerator
+    from genlab.train import _overrides, _scalars
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    checkpoint = read_checkpoint(ckpt)  # before the data is read: a bad file fails at once
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    runtime = datamodule.runtime_info() if hasattr(datamodule, "runtime_info") else {}
+    with open_dict(cfg):
+        cfg.runtime = OmegaConf.merge(cfg.get("runtime") or {}, runtime)
+    module = instantiate(cfg.model, optimizer=None, scheduler=None, _convert_="all")
+    load_weights(module, checkpoint, ckpt)
+
+    # one device, no loggers or callbacks: evaluation writes only its JSON
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+    )
+    metrics: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
+    if _overrides(module, f"{options.split}_step"):
+        run_split = trainer.test if options.split == "test" else trainer.validate
+        for result in run_split(module, datamodule=datamodule, verbose=False):
+            metrics.update(_scalars(result))
+    seconds["loss"] = time.perf_counter() - start
+    module.cpu().eval()
+
+    report: dict[str, Any] = {}
+    if isinstance(module, ImageGenerator) and hasattr(datamodule, "real_images"):
+        if options.novelty.enabled:
+            from genlab.metrics.novelty import Novelty
+
+            start = time.perf_counter()
+            novelty = Novelty(
+                options.fid.checkpoint,
+                n_samples=options.novelty.n_samples,
+                batch_size=options.novelty.batch_size,
+                heldout_split=options.novelty.heldout_split,
+                seed=seed,
+            )
+            metrics.update(novelty.evaluate(module, datamodule))
+            report["novelty_features"] = "classifier" if options.fid.checkpoint else "pixels"
+            seconds["novelty"] = time.perf_counter() - start
+        if options.fid.checkpoint:
+            from genlab.metrics.fidelity import Fidelity
+
+            start = time.perf_counter()
+            fidelity = Fidelity(
+                extractor=options.fid.extractor,
+                weights_path=options.fid.checkpoint,
+                n_samples=options.fid.n_samples,
+                batch_size=options.fid.batch_size,
+                metrics=list(options.fid.metrics),
+                real_split=options.fid.real_split,
+                cache_dir=options.fid.cache_dir or cfg.paths.get("cache_dir"),
+                seed=seed,
+            )
+            metrics.update(fidelity.evaluate(module, datamodule))
+            report["extractor"] = fidelity.identity()[0]
+            report["reference_cached"] = fidelity.last_reference_cached
+            seconds["fidelity"] = time.perf_counter() - start
+
+    report = {
+        "checkpoint": str(ckpt),
+        "run_dir": str(run_dir),
+        "experiment": cfg.get("experiment_name"),
+        "model": cfg.model._target_,
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "split": options.split,
+        "full_split": bool(options.full_split),
+        "seed": seed,
+        "overrides": run_overrides,
+        **report,
+        "metrics": dict(sorted(metrics.items())),
+        "seconds": seconds,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = ckpt.with_name(f"{ckpt.stem}.eval.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    report["path"] = str(out)
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['experiment']} — {Path(report['checkpoint']).name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in report["metrics"].items():
+        table.add_row(name, f"{value:.6g}")
+    console = Console()
+    console.print(table)
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["seconds"].items())
+    console.print(f"written to {report['path']} ({timings})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\noptions (conf/eval.yaml):\n" + (conf_dir() / "eval.yaml").read_text())
+        return
+    try:
+        print_table(evaluate(*parse_args(argv)))
+    except GenlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

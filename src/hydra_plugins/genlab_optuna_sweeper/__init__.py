@@ -1,0 +1,1 @@
+"""genlab's Hydra sweeper on Optuna's ask/tell API (`hydra/sweeper=genlab_optuna`), with resumable SQLite studies."""

@@ -1,0 +1,129 @@
+"""`genlab eval`: a tiny run's checkpoint re-evaluated from its own config; bad checkpoints and configs refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from genlab.evaluate import main
+from tests.conftest import run_genlab
+from tests.metrics.conftest import save_classifier
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished debug VAE run whose test split was evaluated in full (as `genlab eval` does by default)."""
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    result = run_genlab("train", "debug=fast", "trainer.limit_test_batches=1.0", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_eval_of_run_matches_its_own_test_metrics(run_dir: Path, capsys):
+    main([f"run={run_dir}", "novelty.n_samples=20"])
+    printed = capsys.readouterr().out
+    record = json.loads((run_dir / "run.json").read_text())
+    ckpt = Path(record["best_checkpoint"])
+    report = json.loads(ckpt.with_name(f"{ckpt.stem}.eval.json").read_text())
+    assert report["checkpoint"] == str(ckpt) and report["split"] == "test"
+    metrics = report["metrics"]
+    assert "test/loss" in printed and "novelty/copy_fraction" in printed  # the printed table
+    for name in ("test/loss", "test/recon", "test/kl"):
+        # the VAE's test loss draws z ~ q(z|x) from the global RNG, seeded differently after training:
+        # equal up to that noise, averaged over the 500 test images
+        assert math.isclose(metrics[name], record["metrics"][name], rel_tol=1e-2), name
+    assert metrics["novelty/n_samples"] == 20
+    assert 0 <= metrics["novelty/copy_fraction"] <= 1
+    assert metrics["novelty/nn_dist_generated"] > 0 and metrics["novelty/nn_dist_heldout"] > 0
+    assert report["novelty_features"] == "pixels"
+
+
+def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Path, tmp_path: Path, capsys):
+    classifier = save_classifier(tmp_path / "classifier.ckpt", trained_on="toy")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    main(
+        [f"ckpt={ckpt}", f"fid.checkpoint={classifier}", "fid.n_samples=20", "fid.metrics=[fid,kid]",
+         f"fid.cache_dir={tmp_path / 'cache'}", "novelty.n_samples=20"]
+    )  # fmt: skip
+    report = json.loads((run_dir / "checkpoints" / "last.eval.json").read_text())
+    assert report["extractor"] == "classifier-toy" and report["novelty_features"] == "classifier"
+    assert report["metrics"]["fid/classifier-toy/20"] > 0
+    assert "kid/classifier-toy/20" in report["metrics"] and "novelty/copy_fraction" in report["metrics"]
+    assert "fidelity" in report["seconds"] and "fid/classifier-toy/20" in capsys.readouterr().out
+
+
+def test_corrupt_missing_and_foreign_checkpoints_give_one_line(run_dir: Path, capsys):
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    broken = run_dir / "checkpoints" / "broken.ckpt"
+    data = ckpt.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    assert "broken.ckpt" in one_error_line(capsys, [f"ckpt={broken}"])
+
+    assert "does not exist" in one_error_line(capsys, [f"ckpt={run_dir / 'checkpoints' / 'nope.ckpt'}"])
+
+    other = save_classifier(run_dir / "checkpoints" / "classifier.ckpt")
+    line = one_error_line(capsys, [f"ckpt={other}", "novelty.enabled=false"])
+    assert "another family" in line and "classifier.ckpt" in line
+
+
+def test_foreign_target_is_refused_without_trust_config(run_dir: Path, tmp_path: Path, capsys):
+    doctored = tmp_path / "doctored"
+    shutil.copytree(run_dir / ".hydra", doctored / ".hydra")
+    config = doctored / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("_target_: genlab.models.vae.VAE", "_target_: os.system"))
+    ckpt = doctored / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"never read")
+    line = one_error_line(capsys, [f"ckpt={ckpt}"])
+    assert "model._target_=os.system" in line and "trust_config=true" in line
+    # trusted, the config gets past the check: the (fake) checkpoint is what fails next
+    assert "cannot read checkpoint" in one_error_line(capsys, [f"ckpt={ckpt}", "trust_config=true"])
+
+
+def test_needs_exactly_one_of_ckpt_and_run(capsys):
+    assert "exactly one" in one_error_line(capsys, [])
+
+
+def test_lm_eval_matches_the_run_and_covers_the_full_split(tmp_path: Path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    words = ["the", "king", "and", "queen", "of", "my", "lord", "sweet", "love", "by", "night", "and", "day"]
+    corpus.write_text(
+        "\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(200))
+    )
+    run_dir = tmp_path / "lm"
+    result = run_genlab(
+        "train", "experiment=shakespeare_gpt", "debug=fast", "data=text_files", f"data.path={corpus}",
+        "data.splits=[0.8,0.1,0.1]", "data.block_size=16", "data.max_samples=8", "model.net.n_layer=1",
+        "model.net.n_embd=32", "model.net.n_head=2", "callbacks.text_samples=null", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    ckpt = Path(record["best_checkpoint"])
+    out = ckpt.with_name(f"{ckpt.stem}.eval.json")
+
+    main([f"ckpt={ckpt}", "full_split=false"])  # the run's own 8 test windows: the same numbers
+    same = json.loads(out.read_text())["metrics"]
+    for name in ("test/loss", "test/ppl", "test/bits_per_token"):
+        assert math.isclose(same[name], record["metrics"][name], rel_tol=1e-6), name
+
+    main([f"ckpt={ckpt}"])  # every non-overlapping window of the test split
+    full = json.loads(out.read_text())["metrics"]
+    assert "novelty/copy_fraction" not in full
+    assert full["test/loss"] != same["test/loss"]
+    assert math.isclose(full["test/ppl"], math.exp(full["test/loss"]), rel_tol=1e-5)
+    assert math.isclose(full["test/bits_per_token"], full["test/loss"] / math.log(2), rel_tol=1e-6)
+    assert "test/ppl" in capsys.readouterr().out
