@@ -154,18 +154,13 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from genlab.models.base import ImageGenerator
-    from genlab.train import _overrides, _scalars
+    from genlab.train import _overrides, _scalars, build_datamodule
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     checkpoint = read_checkpoint(ckpt)  # before the data is read: a bad file fails at once
     L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    runtime = datamodule.runtime_info() if hasattr(datamodule, "runtime_info") else {}
-    with open_dict(cfg):
-        cfg.runtime = OmegaConf.merge(cfg.get("runtime") or {}, runtime)
+    datamodule = build_datamodule(cfg)
     module = instantiate(cfg.model, optimizer=None, scheduler=None, _convert_="all")
     load_weights(module, checkpoint, ckpt)
 

@@ -56,12 +56,7 @@ def run(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
 
         log.info(f"data: {cfg.data._target_} ({cfg.data.get('dataset', '')})")
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        runtime = datamodule.runtime_info() if hasattr(datamodule, "runtime_info") else {}
-        with open_dict(cfg):
-            cfg.runtime = OmegaConf.merge(cfg.get("runtime") or {}, runtime)
+        datamodule = build_datamodule(cfg)
 
         log.info(f"model: {cfg.model._target_}")
         optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
@@ -112,6 +107,19 @@ def run(cfg: DictConfig) -> float | None:
         raise
     finally:
         _release_process_group(launch_env)
+
+
+def build_datamodule(cfg: DictConfig):
+    """The datamodule, read and split; what only it knows (a tokenizer's vocab_size) goes to `cfg.runtime`."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    runtime = datamodule.runtime_info() if hasattr(datamodule, "runtime_info") else {}
+    with open_dict(cfg):
+        cfg.runtime = OmegaConf.merge(cfg.get("runtime") or {}, runtime)
+    return datamodule
 
 
 def _pin_ddp_relaunch_to_this_job() -> None:
