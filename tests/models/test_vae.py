@@ -172,3 +172,16 @@ def test_checkpoint_round_trip(digits, tmp_path):
     b = fresh.sample(8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
     assert not torch.equal(a, make_vae(seed=123).sample(8, generator=torch.Generator().manual_seed(0)))
+
+
+def test_validation_loss_is_repeatable_and_leaves_the_global_rng_alone(monkeypatch):
+    vae = make_vae()
+    x = torch.rand(4, *SHAPE) * 2 - 1
+    monkeypatch.setattr(vae, "log", lambda *a, **kw: None)
+    monkeypatch.setattr(vae, "log_dict", lambda *a, **kw: None)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = vae.validation_step((x, torch.zeros(4)), 0)
+    assert torch.equal(torch.get_rng_state(), before)  # a resumed run's training noise does not depend on it
+    assert torch.equal(vae.validation_step((x, torch.zeros(4)), 0), first)
+    assert not torch.equal(vae.test_step((x, torch.zeros(4)), 0), first)  # val and test draw apart

@@ -20,6 +20,11 @@ from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFact
 RECON_LOSSES = ("bce", "mse")
 
 
+# seeds of the posterior noise in val/test losses (distinct, so val and test never share a draw)
+VAL_SEED = 1_000_003
+TEST_SEED = 2_000_003
+
+
 class VAE(GenerativeModule):
     """Variational autoencoder with a Gaussian posterior and a standard normal prior.
 
@@ -70,12 +75,18 @@ class VAE(GenerativeModule):
         """KL(N(mu, exp(logvar)) || N(0, I)) per image in nats, shape (B,), in closed form."""
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str, noise_seed: int | None = None) -> Tensor:
         x, _ = batch
         target = (x + 1.0) / 2.0  # [-1, 1] -> [0, 1]
         mu, logvar = self.net.encode(x)
+        # val/test draw their noise from a fixed seed: the same weights always score the same, and
+        # evaluating does not move the global RNG that training (and a resumed run) depends on
+        if noise_seed is None:
+            eps = torch.randn_like(mu)
+        else:
+            eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(noise_seed)).to(mu)
         # reparameterisation trick: z is a differentiable function of (mu, logvar), so gradients reach the encoder
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu + eps * torch.exp(0.5 * logvar)
         recon = self._nll(self.net.decode(z), target).mean()
         kl = self._kl(mu, logvar).mean()
         loss = recon + self.beta * kl  # equals -ELBO when beta == 1
@@ -93,10 +104,10 @@ class VAE(GenerativeModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "val")
+        return self._step(batch, "val", noise_seed=VAL_SEED + batch_idx)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "test")
+        return self._step(batch, "test", noise_seed=TEST_SEED + batch_idx)
 
     # --- the ImageGenerator protocol and friends ------------------------------------------------------------
 
