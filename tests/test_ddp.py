@@ -8,13 +8,7 @@ from pathlib import Path
 
 from tests.conftest import run_genlab
 
-DDP_CPU = [
-    "debug=fast",
-    "trainer=ddp",
-    "trainer.accelerator=cpu",
-    "trainer.devices=2",
-    "trainer.precision=32-true",
-]
+DDP_CPU = ["debug=fast", "trainer=ddp_cpu", "trainer.devices=2"]  # debug=fast alone pins one device
 
 
 def test_multirun_of_ddp_jobs_gives_one_run_dir_per_job_with_matching_ranks(tmp_path: Path):
