@@ -36,6 +36,13 @@ def run_genlab(*args: str, cwd: Path | None = None, timeout: float = 300, env: d
     )
 
 
+def finished_run(run_dir: Path, *overrides: str) -> Path:
+    """A completed `genlab train` run in `run_dir`; the calling test fails if training does not finish."""
+    result = run_genlab("train", *overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch

@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 from genlab.evaluate import main
-from tests.conftest import run_genlab
+from tests.conftest import finished_run, run_genlab
 from tests.metrics.conftest import save_classifier
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished debug VAE run whose test split was evaluated in full (as `genlab eval` does by default)."""
-    run_dir = tmp_path_factory.mktemp("eval") / "run"
-    result = run_genlab("train", "debug=fast", "trainer.limit_test_batches=1.0", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return finished_run(
+        tmp_path_factory.mktemp("eval") / "run", "debug=fast", "trainer.limit_test_batches=1.0"
+    )
 
 
 def one_error_line(capsys, argv: list[str]) -> str:

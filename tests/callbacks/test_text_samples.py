@@ -16,14 +16,6 @@ from genlab.nets.gpt import GPT
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(tmp_path, module, callback, logger=False):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
     dm = TextDataModule(

@@ -22,15 +22,6 @@ SHAPE = (1, 8, 8)
 LATENT = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny ops: extra OpenMP threads only contend with each other on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_gan(loss: str = "non_saturating", norm: str | None = None, **kwargs) -> GAN:
     norm = norm or ("layer" if loss == "wgan_gp" else "batch")
     kwargs.setdefault("optimizer", functools.partial(torch.optim.Adam, lr=2e-3, betas=(0.5, 0.999)))

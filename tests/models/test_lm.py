@@ -22,15 +22,6 @@ TEXT = "".join(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the matrices here are tiny: one thread beats two, and the test machine's cores are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_lm(vocab_size: int, block_size: int = 16, seed: int = 0) -> CausalLM:
     torch.manual_seed(seed)
     net = GPT(vocab_size, block_size, n_layer=2, n_head=2, n_embd=32)

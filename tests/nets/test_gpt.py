@@ -8,15 +8,6 @@ import torch
 from genlab.nets.gpt import GPT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the matrices here are tiny: one thread beats two, and the test machine's cores are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_gpt(**kwargs) -> GPT:
     torch.manual_seed(0)
     args = {"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}

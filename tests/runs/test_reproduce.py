@@ -12,15 +12,13 @@ import pytest
 
 from genlab.runs import reproduce
 from genlab.runs.record import git_state, package_versions
+from tests.conftest import finished_run as train_run
 from tests.conftest import run_genlab
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("original") / "run"
-    result = run_genlab("train", "debug=fast", "trainer.deterministic=true", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return train_run(tmp_path_factory.mktemp("original") / "run", "debug=fast", "trainer.deterministic=true")
 
 
 def test_deterministic_cpu_run_reproduces_bitwise_from_its_stored_config(finished_run: Path, tmp_path: Path):

@@ -8,6 +8,7 @@ either of them at any number of steps.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -27,7 +28,7 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
-class Sampler:
+class Sampler(ABC):
     """Shared part of the samplers: the timestep grid and the sampling loop; subclasses define `step`."""
 
     default_num_inference_steps: int | None = None  # None: all T steps
@@ -77,6 +78,7 @@ class Sampler:
             eps = self.schedule.eps_from_x0(x0, x_t, t)
         return x0, eps
 
+    @abstractmethod
     def step(
         self,
         model_output: Tensor,
@@ -86,7 +88,6 @@ class Sampler:
         noise: Tensor | None = None,
     ) -> Tensor:
         """x at the previous timestep; `noise` (standard normal, shaped like x_t) replaces the random draw."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def sample(
