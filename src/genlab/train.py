@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.config import check_mandatory
 from genlab.errors import ConfigError, GenlabError
-from genlab.runs.record import RunRecord, hardware
+from genlab.runs.record import RunRecord
 
 log = logging.getLogger("genlab.train")
 
@@ -45,8 +45,7 @@ def run(cfg: DictConfig) -> float | None:
             seed=cfg.seed,
             overrides=list(HydraConfig.get().overrides.task),
             tags=list(cfg.get("tags") or []),
-        )
-        record.update(hardware=hardware())
+        )  # after `import lightning`, so the hardware it records includes torch's devices
     trainer = None
     try:
         if cfg.get("threads"):
