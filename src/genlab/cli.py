@@ -56,16 +56,17 @@ def _is_relaunched_rank() -> bool:
 
 def _refuse_existing_run_dir(argv: list[str]) -> None:
     """An explicit `hydra.run.dir` holding a finished or running run would have its config overwritten;
-    one that cannot be created would fail inside Hydra with a traceback."""
+    one that cannot be created would fail inside Hydra with a traceback. `resume=auto` continues the run there."""
+    continuing = any(arg in ("resume=auto", "resume=auto_or_new") for arg in argv)
     for arg in argv:
         if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
             _refuse_unwritable_dir(Path(arg.split("=", 1)[1]), arg.split("=", 1)[0])
-        if arg.startswith("hydra.run.dir="):
+        if arg.startswith("hydra.run.dir=") and not continuing:
             run_dir = Path(arg.split("=", 1)[1])
             if (run_dir / "run.json").exists():
                 print(
-                    f"error: {run_dir} already holds a run (run.json); choose a new hydra.run.dir "
-                    "or leave it out for a fresh time-stamped folder",
+                    f"error: {run_dir} already holds a run (run.json); choose a new hydra.run.dir, leave it "
+                    "out for a fresh time-stamped folder, or add resume=auto to continue that run",
                     file=sys.stderr,
                 )
                 raise SystemExit(2)

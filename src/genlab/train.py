@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,8 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.config import check_mandatory
-from genlab.errors import ConfigError, GenlabError
-from genlab.runs.record import RunRecord
+from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.runs.record import RECORD_NAME, RunRecord
 
 log = logging.getLogger("genlab.train")
 
@@ -30,6 +31,10 @@ def run(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_only
 
+    from genlab.callbacks.resume import Preemption, RunInterrupted, StepSeed
+    from genlab.checkpoints import AtomicCheckpointIO, newest_complete, remove_unfinished_saves
+    from genlab.checkpoints import global_step as checkpoint_step
+
     # Lightning's own console handler would print every line twice beside Hydra's (which also fills train.log)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
         logging.getLogger(name).handlers.clear()
@@ -37,15 +42,21 @@ def run(cfg: DictConfig) -> float | None:
 
     run_dir = cfg.paths.output_dir
     launch_env = {name: os.environ.get(name) for name in _LAUNCH_ENV}
+    overrides = list(HydraConfig.get().overrides.task)
+    ckpt_path = resume_checkpoint(cfg.get("resume"), Path(run_dir))
     record = None
     if rank_zero_only.rank == 0:
-        record = RunRecord.start(
-            run_dir,
-            experiment=cfg.experiment_name,
-            seed=cfg.seed,
-            overrides=list(HydraConfig.get().overrides.task),
-            tags=list(cfg.get("tags") or []),
-        )  # after `import lightning`, so the hardware it records includes torch's devices
+        if ckpt_path is not None and (Path(run_dir) / RECORD_NAME).is_file():
+            step = checkpoint_step(Path(ckpt_path))
+            record = RunRecord.resume(run_dir, checkpoint=str(ckpt_path), step=step, overrides=overrides)
+        else:
+            record = RunRecord.start(
+                run_dir,
+                experiment=cfg.experiment_name,
+                seed=cfg.seed,
+                overrides=overrides,
+                tags=list(cfg.get("tags") or []),
+            )  # after `import lightning`, so the hardware it records includes torch's devices
     trainer = None
     try:
         if cfg.get("threads"):
@@ -71,18 +82,30 @@ def run(cfg: DictConfig) -> float | None:
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        # always on: each step's random numbers follow from (seed, epoch, batch), so a resumed run draws the
+        # same ones; a signal saves checkpoints/last.ckpt before stopping
+        callbacks += [StepSeed(cfg.seed), Preemption(dirpath=str(Path(run_dir) / "checkpoints"))]
         _check_cpu_devices(cfg)
         _pin_ddp_relaunch_to_this_job()
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trust = bool(cfg.get("trust_checkpoint"))
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO(trust)]
+        )
 
-        trainer.fit(module, datamodule=datamodule)
+        if ckpt_path is not None:
+            for stale in remove_unfinished_saves(Path(run_dir) / "checkpoints"):
+                log.warning(f"removed {stale.name}, a checkpoint save that was cut off")
+            log.info(f"resuming from {ckpt_path}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = _scalars(trainer.callback_metrics)
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if cfg.get("test") and _overrides(module, "test_step"):
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            results = trainer.test(
+                module, datamodule=datamodule, ckpt_path=best or None, weights_only=not trust
+            )
             for result in results:
                 metrics.update(_scalars(result))
 
@@ -90,10 +113,20 @@ def run(cfg: DictConfig) -> float | None:
             record.finish("completed", metrics=metrics, best_checkpoint=best, steps=trainer.global_step)
             log.info(f"run completed: {record.path}")
         return _objective(cfg, metrics)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, RunInterrupted) as stop:
+        saved = stop.checkpoint if isinstance(stop, RunInterrupted) else None
+        if saved is None:
+            last = newest_complete(Path(run_dir) / "checkpoints")
+            saved = str(last) if last is not None else None
         if record is not None:
-            record.finish("interrupted", steps=getattr(trainer, "global_step", None))
-            log.error(f"run interrupted; its record is {record.path}")
+            record.finish("interrupted", steps=getattr(trainer, "global_step", None), last_checkpoint=saved)
+            log.error(f"run interrupted ({stop or type(stop).__name__}); its record is {record.path}")
+            if saved is not None:
+                command = resume_command(overrides, run_dir)
+                log.error(f"resume it with: {command}")
+                print(f"resume with: {command}", file=sys.stderr)
+        if isinstance(stop, RunInterrupted):
+            raise SystemExit(stop.exit_code) from None
         raise
     except BaseException as error:
         if record is not None:
@@ -106,6 +139,53 @@ def run(cfg: DictConfig) -> float | None:
         raise
     finally:
         _release_process_group(launch_env)
+
+
+def resume_checkpoint(resume: Any, run_dir: Path) -> str | None:
+    """The checkpoint `resume=` names (see conf/train.yaml), or None for a fresh start."""
+    if resume is None or resume is False or str(resume) == "":
+        return None
+    resume = str(resume)
+    from genlab.checkpoints import newest_complete
+
+    if resume in ("auto", "auto_or_new"):
+        found = newest_complete(run_dir / "checkpoints")
+        if found is not None:
+            return str(found)
+        if resume == "auto_or_new":
+            log.info(f"resume=auto_or_new: no checkpoint in {run_dir / 'checkpoints'} yet, starting afresh")
+            return None
+        raise ConfigError(
+            f"resume=auto: no complete checkpoint in {run_dir / 'checkpoints'}; pass hydra.run.dir=<the "
+            "interrupted run's folder>, or resume=auto_or_new to start afresh when there is none"
+        )
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        found = newest_complete(path / "checkpoints") or newest_complete(path)
+        if found is None:
+            raise CheckpointError(
+                f"resume={resume}: no complete checkpoint in that folder or its checkpoints/"
+            )
+        return str(found)
+    if not path.is_file():
+        raise CheckpointError(
+            f"resume={resume}: no such file; give a .ckpt file, a run folder, or resume=auto"
+        )
+    return str(path)
+
+
+def resume_command(overrides: list[str], run_dir: str | Path) -> str:
+    """The command that continues this run in its own folder."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
+    return " ".join(
+        ["genlab", "train", *map(_quote, kept), f"hydra.run.dir={_quote(str(run_dir))}", "resume=auto"]
+    )
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 def build_datamodule(cfg: DictConfig):

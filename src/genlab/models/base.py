@@ -60,3 +60,23 @@ class GenerativeModule(L.LightningModule):
 
     def configure_optimizers(self):
         return self.build_optimizer(self.parameters())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint whose weights do not fit this module (another family or size)."""
+        from genlab.errors import CheckpointError
+
+        ours, theirs = set(self.state_dict()), set(checkpoint.get("state_dict", {}))
+        if ours != theirs:
+            missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)
+            example = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit {type(self).__name__} ({example}): it comes from another "
+                "family or architecture; resume with the config it was trained with"
+            )
+        shapes = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        for key, value in checkpoint["state_dict"].items():
+            if tuple(value.shape) != shapes[key]:
+                raise CheckpointError(
+                    f"the checkpoint's {key} has shape {tuple(value.shape)} but {type(self).__name__} has "
+                    f"{shapes[key]}: it comes from another architecture; resume with the config it was trained with"
+                )

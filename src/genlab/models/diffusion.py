@@ -6,6 +6,8 @@ moving average of the network's weights is what validation, testing and `sample(
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -75,7 +77,6 @@ class Diffusion(GenerativeModule):
         if ema_decay is not None:
             self.ema = AveragedModel(net, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)  # not trained: kept out of the optimiser, DDP's reducer and grads
-        self._last_ema_step = 0
 
     def make_sampler(
         self, name: str, num_inference_steps: int | None = None, eta: float = 0.0, clip_sample: bool = True
@@ -106,14 +107,11 @@ class Diffusion(GenerativeModule):
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 
-    def on_train_start(self) -> None:
-        self._last_ema_step = self.trainer.global_step  # after a resume, the restored step
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # once per optimiser step: with accumulate_grad_batches > 1, several batches make one step
-        if self.trainer.global_step > self._last_ema_step:
-            self.update_ema()
-            self._last_ema_step = self.trainer.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # right after each optimiser step (not once per batch under gradient accumulation), and before any
+        # callback's on_train_batch_end: a checkpoint saved there already holds this step's EMA
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
 
     def _fixed_noise_loss(self, x0: Tensor, seed: int) -> Tensor:
         # drawn on the CPU so the value does not depend on the accelerator

@@ -364,4 +364,5 @@ class GAN(GenerativeModule):
         checkpoint["gan_d_steps"] = self._d_steps  # a resumed run keeps its place in the n_critic cycle
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._d_steps = int(checkpoint.get("gan_d_steps", 0))

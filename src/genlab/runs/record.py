@@ -28,6 +28,9 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would make the record private to this user
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False, default=str)
             f.write("\n")
@@ -124,6 +127,17 @@ class RunRecord:
                 "error": None,
             },
         )
+        record.save()
+        return record
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, checkpoint: str, step: int | None, overrides: list[str]) -> RunRecord:
+        """The record of a run continued in its own folder: running again, with the resume noted."""
+        record = cls.load(run_dir)
+        resumes = list(record.data.get("resumes") or [])
+        resumes.append({"at": now(), "checkpoint": checkpoint, "step": step, "overrides": list(overrides)})
+        record._t0 -= float(record.data.get("wall_time_s") or 0.0)  # wall time counts every part of the run
+        record.data.update(status="running", finished=None, error=None, resumes=resumes)
         record.save()
         return record
 

@@ -1,0 +1,117 @@
+"""Checkpoint files: written atomically, read safely, and found again for `resume=auto`.
+
+Lightning writes a checkpoint through fsspec, whose local "transaction" stages it in the system temp folder
+and then moves it; across filesystems that move is a copy, and a kill during it leaves half a checkpoint
+under the final name. Here a checkpoint is written to a hidden temp file beside its final path, flushed to
+disk and renamed over it: a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from genlab.errors import CheckpointError
+
+TRUST_HINT = "pass trust_checkpoint=true only if you trust where it came from"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO with an atomic local save and a one-line error for unsafe or damaged files."""
+
+    def __init__(self, trust: bool = False) -> None:
+        self.trust = trust  # allow checkpoints that need arbitrary unpickling (weights_only=False)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        save_atomic(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None):
+        return load(Path(path), map_location=map_location or "cpu", trust=self.trust)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the checkpoint private to this user
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, map_location: Any = "cpu", trust: bool = False) -> dict[str, Any]:
+    """Load with `weights_only=True` unless trusted; a damaged or unsafe file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
+    if not is_complete(path):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a torch checkpoint (an interrupted copy?): "
+            "use another checkpoint of the run"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects beyond tensors and plain values ({first[:160]}); {TRUST_HINT}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({error}); use another checkpoint") from None
+
+
+def is_complete(path: Path) -> bool:
+    """A torch checkpoint is a zip archive; a truncated one has lost its central directory at the end."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def newest_complete(folder: Path) -> Path | None:
+    """The most recently written complete `*.ckpt` in `folder` (hidden temp files of a save are skipped)."""
+    if not folder.is_dir():
+        return None
+    candidates = [p for p in folder.glob("*.ckpt") if not p.name.startswith(".") and p.is_file()]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        if is_complete(path):
+            return path
+    return None
+
+
+def remove_unfinished_saves(folder: Path) -> list[Path]:
+    """Delete the hidden temp files that saves killed half-way left in `folder`; returns them."""
+    stale = [p for p in folder.glob(".*.ckpt.*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def global_step(path: Path) -> int | None:
+    """The training step a checkpoint was saved at (memory-mapped: the weights are not read), if readable."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step"))
+    except Exception:  # unreadable or untrusted: the step is only informative
+        return None
