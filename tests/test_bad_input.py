@@ -6,6 +6,7 @@ The CLI runs in this process (`genlab.cli.main`): a subprocess per case would pa
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import __main__
@@ -98,6 +100,31 @@ CASES = [
     ),
     ("compare-corrupt-record", ["compare", "{tmp}/corrupt"], ONE_LINE, "no readable run.json"),
     ("reproduce-failed-run", ["reproduce", "{tmp}/failed"], ONE_LINE, "is a failed run"),
+    (
+        "resume-without-checkpoint",
+        ["train", "resume=auto"],
+        ONE_LINE,
+        "resume=auto: no complete checkpoint in",
+    ),
+    ("resume-missing-file", ["train", "resume={tmp}/nope.ckpt"], ONE_LINE, "no such file; give a .ckpt file"),
+    (
+        "resume-truncated-checkpoint",
+        ["train", "resume={tmp}/truncated.ckpt"],
+        ONE_LINE,
+        "is truncated or not a torch checkpoint",
+    ),
+    (
+        "resume-checkpoint-of-another-family",
+        ["train", "resume={tmp}/gpt.ckpt"],
+        ONE_LINE,
+        "do not fit VAE (missing net.decoder",
+    ),
+    (
+        "resume-checkpoint-needing-unpickling",
+        ["train", "resume={tmp}/pickled.ckpt"],
+        ONE_LINE,
+        "holds Python objects beyond tensors and plain values",
+    ),
 ]
 
 
@@ -117,6 +144,11 @@ def make_inputs(tmp: Path) -> None:
     (tmp / "a_file").write_text("not a folder")
     (tmp / "corrupt" / "run0").mkdir(parents=True)
     (tmp / "corrupt" / "run0" / "run.json").write_text('{"status": "compl')
+    gpt = {"state_dict": {"net.wte.weight": torch.zeros(4, 2)}, "pytorch-lightning_version": "2.6.6"}
+    gpt.update(epoch=0, global_step=0)
+    torch.save(gpt, tmp / "gpt.ckpt")
+    (tmp / "truncated.ckpt").write_bytes((tmp / "gpt.ckpt").read_bytes()[:200])
+    torch.save({**gpt, "hyper_parameters": argparse.Namespace(lr=1.0)}, tmp / "pickled.ckpt")
     (tmp / "failed").mkdir()
     record = {"status": "failed", "error": "NonFiniteLossError: non-finite loss at step 3", "metrics": {}}
     (tmp / "failed" / "run.json").write_text(json.dumps(record))

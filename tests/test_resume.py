@@ -30,6 +30,7 @@ COMMON = [
     "callbacks.last_checkpoint.every_n_train_steps=4",
     "callbacks.sample_grid=null",
     "test=false",
+    "logger=csv",
 ]
 FAMILIES = {
     "vae": ["experiment=mnist_vae", "trainer.limit_train_batches=6"],
@@ -126,12 +127,18 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(family, tmp_path):
     assert resumed.returncode == 0, f"{context}: {resumed.stderr[-3000:]}"
     record = json.loads((run_dir / "run.json").read_text())
     (resume,) = record["resumes"]
-    assert Path(resume["checkpoint"]).parent == run_dir / "checkpoints" and 4 <= resume["step"] <= step, context
+    assert Path(resume["checkpoint"]).parent == run_dir / "checkpoints" and 4 <= resume["step"] <= step, (
+        context
+    )
     assert_same_training_state(uninterrupted, final_state(run_dir), context)
+    # the resumed run logged the steps after its checkpoint once, not twice, and lost none before it
+    assert (run_dir / "csv" / "metrics.csv").read_text() == (
+        tmp_path / "whole" / "csv" / "metrics.csv"
+    ).read_text()
 
 
 def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes_bitwise(tmp_path):
-    args = overrides("vae", tmp_path)
+    args = [*overrides("vae", tmp_path), "logger=wandb"]  # offline: no credentials here
     whole = train(tmp_path / "whole", *args)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
@@ -159,6 +166,9 @@ def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes_bitwise(
     resumed = run_genlab("train", *argv, env={"PYTHONPATH": str(Path.cwd())})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_training_state(final_state(tmp_path / "whole"), final_state(run_dir), "SIGTERM at step 7")
+    # both parts logged to one wandb run: two offline folders (one per process) with the same run id
+    parts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2 and len({part.name.rsplit("-", 1)[1] for part in parts}) == 1, parts
 
 
 def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_to_resume_from(tmp_path):

@@ -8,9 +8,7 @@ disk and renamed over it: a reader sees the old file or the new one, never half 
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from genlab.atomic import atomic_write
 from genlab.errors import CheckpointError
 
 TRUST_HINT = "pass trust_checkpoint=true only if you trust where it came from"
@@ -41,18 +40,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the checkpoint private to this user
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load(path: Path, map_location: Any = "cpu", trust: bool = False) -> dict[str, Any]:
@@ -103,15 +92,14 @@ def remove_unfinished_saves(folder: Path) -> list[Path]:
     return stale
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def global_step(path: Path) -> int | None:
-    """The training step a checkpoint was saved at (memory-mapped: the weights are not read), if readable."""
+def resume_info(path: Path) -> dict[str, Any]:
+    """Where a checkpoint stands, read memory-mapped (the weights are not read): its global step and the
+    ids of the loggers that wrote it. Empty if unreadable."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step"))
-    except Exception:  # unreadable or untrusted: the step is only informative
-        return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable or untrusted: loading it for real will say why
+        return {}
+    return {
+        "global_step": checkpoint.get("global_step"),
+        "logger_ids": dict(checkpoint.get("genlab_logger_ids") or {}),
+    }

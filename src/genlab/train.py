@@ -31,9 +31,8 @@ def run(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_only
 
-    from genlab.callbacks.resume import Preemption, RunInterrupted, StepSeed
-    from genlab.checkpoints import AtomicCheckpointIO, newest_complete, remove_unfinished_saves
-    from genlab.checkpoints import global_step as checkpoint_step
+    from genlab.callbacks.resume import LoggerContinuity, Preemption, RunInterrupted, StepSeed
+    from genlab.checkpoints import AtomicCheckpointIO, newest_complete, remove_unfinished_saves, resume_info
 
     # Lightning's own console handler would print every line twice beside Hydra's (which also fills train.log)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
@@ -44,10 +43,12 @@ def run(cfg: DictConfig) -> float | None:
     launch_env = {name: os.environ.get(name) for name in _LAUNCH_ENV}
     overrides = list(HydraConfig.get().overrides.task)
     ckpt_path = resume_checkpoint(cfg.get("resume"), Path(run_dir))
+    resumed = resume_info(Path(ckpt_path)) if ckpt_path is not None else {}
+    continuing = ckpt_path is not None and (Path(run_dir) / RECORD_NAME).is_file()  # in this run's own dir
     record = None
     if rank_zero_only.rank == 0:
-        if ckpt_path is not None and (Path(run_dir) / RECORD_NAME).is_file():
-            step = checkpoint_step(Path(ckpt_path))
+        if continuing:
+            step = resumed.get("global_step")
             record = RunRecord.resume(run_dir, checkpoint=str(ckpt_path), step=step, overrides=overrides)
         else:
             record = RunRecord.start(
@@ -73,18 +74,31 @@ def run(cfg: DictConfig) -> float | None:
         _check_optimizer(cfg, optimizer)
         scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
         module = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
+        if cfg.get("compile"):
+            compile_nets(module)
 
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+        if continuing:
+            _continue_wandb_run(cfg, resumed.get("logger_ids", {}).get("WandbLogger"))
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+        continuity = LoggerContinuity(
+            _csv_rows(loggers) if continuing else None
+        )  # read before the loggers start
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        # always on: each step's random numbers follow from (seed, epoch, batch), so a resumed run draws the
-        # same ones; a signal saves checkpoints/last.ckpt before stopping
-        callbacks += [StepSeed(cfg.seed), Preemption(dirpath=str(Path(run_dir) / "checkpoints"))]
+        # always on. LoggerContinuity first: it flushes the loggers before other callbacks log for a step.
+        # StepSeed: each step's random numbers follow from (seed, epoch, batch), so a resumed run draws the
+        # same ones. Preemption: a signal saves checkpoints/last.ckpt before stopping.
+        callbacks = [
+            continuity,
+            *callbacks,
+            StepSeed(cfg.seed),
+            Preemption(str(Path(run_dir) / "checkpoints")),
+        ]
         _check_cpu_devices(cfg)
         _pin_ddp_relaunch_to_this_job()
         trust = bool(cfg.get("trust_checkpoint"))
@@ -102,7 +116,9 @@ def run(cfg: DictConfig) -> float | None:
         metrics = _scalars(trainer.callback_metrics)
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        if cfg.get("test") and _overrides(module, "test_step"):
+        # a sweep's pruner stopped the run (callbacks/optuna_pruning.py): recorded as such, and not tested
+        pruned = next((c.pruned_at_step for c in callbacks if getattr(c, "pruned_at_step", None)), None)
+        if cfg.get("test") and pruned is None and _overrides(module, "test_step"):
             results = trainer.test(
                 module, datamodule=datamodule, ckpt_path=best or None, weights_only=not trust
             )
@@ -110,8 +126,9 @@ def run(cfg: DictConfig) -> float | None:
                 metrics.update(_scalars(result))
 
         if record is not None:
-            record.finish("completed", metrics=metrics, best_checkpoint=best, steps=trainer.global_step)
-            log.info(f"run completed: {record.path}")
+            status, extra = ("completed", {}) if pruned is None else ("pruned", {"pruned_at_step": pruned})
+            record.finish(status, metrics=metrics, best_checkpoint=best, steps=trainer.global_step, **extra)
+            log.info(f"run {status}: {record.path}")
         return _objective(cfg, metrics)
     except (KeyboardInterrupt, SystemExit, RunInterrupted) as stop:
         saved = stop.checkpoint if isinstance(stop, RunInterrupted) else None
@@ -138,6 +155,8 @@ def run(cfg: DictConfig) -> float | None:
             )
         raise
     finally:
+        if "genlab.trackers" in sys.modules:  # a wandb logger ran: its files are complete when this returns
+            sys.modules["genlab.trackers"].finish_previous_run()
         _release_process_group(launch_env)
 
 
@@ -186,6 +205,29 @@ def _quote(arg: str) -> str:
     import shlex
 
     return shlex.quote(arg)
+
+
+def _continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
+    """A resumed run logs to the wandb run it started (its id is in the checkpoint), not to a new one."""
+    for node in (cfg.get("logger") or {}).values():
+        if run_id and node and "wandb" in str(node.get("_target_", "")).lower():
+            with open_dict(node):
+                node.id, node.resume = run_id, "allow"
+
+
+def _csv_rows(loggers: list) -> dict[Any, list[dict[str, str]]]:
+    """The rows each CSV logger's metrics.csv already holds (the logger deletes the file when it starts)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    rows = {}
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is not None and path.is_file():
+            with path.open(newline="") as f:
+                rows[logger] = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    return rows
 
 
 def build_datamodule(cfg: DictConfig):
@@ -257,6 +299,23 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
             continue
         out[name] = float(value)
     return dict(sorted(out.items()))
+
+
+NETS = ("net", "generator", "discriminator")  # where the families keep their plain nn.Modules
+
+
+def compile_nets(module: Any) -> list[str]:
+    """`compile: true`: compile each net of the module in place with `nn.Module.compile()` (torch.compile).
+
+    In place, unlike `torch.compile(net)`, which wraps it: the state_dict keeps its keys, so checkpoints
+    load into compiled and eager modules alike. Returns the names of the compiled nets.
+    """
+    names = [name for name, child in module.named_children() if name in NETS]
+    if not names:
+        raise ConfigError(f"compile=true: {type(module).__name__} has no net ({', '.join(NETS)}) to compile")
+    for name in names:
+        getattr(module, name).compile()
+    return names
 
 
 def _overrides(module: Any, hook: str) -> bool:

@@ -144,3 +144,37 @@ class LastCheckpoint(ModelCheckpoint):
         ):
             return
         self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class LoggerContinuity(L.Callback):
+    """Loggers a resumed run can continue: flushed after every checkpoint, with the wandb run id in it.
+
+    What the loggers buffered is written at the first batch after each checkpoint (once the rows of the
+    checkpointed step are logged), so a kill loses no rows from before the checkpoint. A resumed run is
+    given `earlier_rows`, the CSV rows its killed part wrote (the CSV logger empties its file when it
+    starts); at its first batch, where Lightning knows which logging step comes next, the rows from before
+    that step are put back and the later ones, which this run logs again, dropped. `genlab train` passes the
+    stored wandb id back to the wandb logger, which then continues the same wandb run.
+    """
+
+    def __init__(self, earlier_rows: dict[Any, list[dict[str, str]]] | None = None) -> None:
+        self.earlier_rows = dict(earlier_rows or {})
+        self._flush = False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._flush = True
+        ids = {
+            type(lg).__name__: str(lg.version) for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"
+        }
+        checkpoint["genlab_logger_ids"] = ids
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.earlier_rows:
+            next_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger, rows in self.earlier_rows.items():
+                logger.experiment.metrics[:0] = [row for row in rows if int(row.get("step", 0)) < next_step]
+            self.earlier_rows = {}
+        if self._flush:
+            for logger in trainer.loggers:
+                logger.save()
+            self._flush = False

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import Tensor
 
 
@@ -65,6 +66,9 @@ class GenerativeModule(L.LightningModule):
         """Refuse, in one line, a checkpoint whose weights do not fit this module (another family or size)."""
         from genlab.errors import CheckpointError
 
+        strategy = getattr(self._trainer, "strategy", None)
+        if strategy is not None and not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            return  # a sharding strategy (FSDP) holds flattened shards here: it checks the keys itself
         ours, theirs = set(self.state_dict()), set(checkpoint.get("state_dict", {}))
         if ours != theirs:
             missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)

@@ -8,15 +8,17 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from genlab.atomic import atomic_write
+
 RECORD_NAME = "run.json"
-STATUSES = ("running", "completed", "failed", "interrupted")
+# pruned: stopped early by a sweep's pruner (its metrics are from that step; compare never ranks it)
+STATUSES = ("running", "completed", "pruned", "failed", "interrupted")
 
 
 def now() -> str:
@@ -24,22 +26,10 @@ def now() -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would make the record private to this user
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON through a temp file in the same folder, then rename: readers never see half a file."""
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
 
 
 def git_state(path: Path | None = None) -> dict[str, Any]:
@@ -131,7 +121,9 @@ class RunRecord:
         return record
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, checkpoint: str, step: int | None, overrides: list[str]) -> RunRecord:
+    def resume(
+        cls, run_dir: str | Path, *, checkpoint: str, step: int | None, overrides: list[str]
+    ) -> RunRecord:
         """The record of a run continued in its own folder: running again, with the resume noted."""
         record = cls.load(run_dir)
         resumes = list(record.data.get("resumes") or [])
