@@ -1,7 +1,8 @@
 """Report the objective to the run's Optuna trial after each validation, and stop the run when it is pruned.
 
 Added by genlab's Optuna sweeper (`hydra.sweeper.pruner`) to each trial as `callbacks.optuna_pruning`; the
-sweeper reads `pruned_at_step` from the trial afterwards and records it as PRUNED.
+sweeper reads `pruned_at_step` from the trial afterwards and records it as PRUNED. `pruned_at_step` is kept
+on the callback too (on every rank), so `genlab train` records the run as `pruned` in run.json.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class OptunaPruning(Callback):
         self.monitor = monitor  # the objective metric, e.g. val/loss
         self.pruner = pruner  # an optuna pruner, built from the sweeper's `pruner` config
         self._trial: Any = None
+        self.pruned_at_step: int | None = None  # set when the pruner stops the run
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -33,6 +35,7 @@ class OptunaPruning(Callback):
         # every rank stops together, or DDP would wait forever for the pruned rank 0
         if trainer.strategy.broadcast(prune, src=0):
             trainer.should_stop = True
+            self.pruned_at_step = trainer.global_step
 
     def _get_trial(self) -> Any:
         if self._trial is None:

@@ -44,7 +44,9 @@ class CausalLM(GenerativeModule):
     """Trains a causal language model `net` (ids (B, T) -> logits (B, T, V)) on next-token prediction.
 
     Logs `train/loss`, and per evaluation split `loss` (mean NLL per token, in nats), `ppl` (torchmetrics
-    perplexity) and `bits_per_token` (bits per character with the char tokenizer).
+    perplexity) and `bits_per_token` (bits per character with the char tokenizer). Under DDP all three cover
+    every token of every rank: the perplexity sums NLL and token counts over ranks (torchmetrics states), and
+    the synced loss is Lightning's batch-size-weighted mean, whose sums and counts are reduced alike.
     """
 
     def __init__(
