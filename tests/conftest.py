@@ -50,6 +50,12 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Never the user's ~/.cache/genlab: a trained classifier there would switch FID on in every test run."""
+    os.environ["GENLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("genlab-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

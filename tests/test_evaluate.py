@@ -40,13 +40,19 @@ def test_eval_of_run_matches_its_own_test_metrics(run_dir: Path, capsys):
     report = json.loads(ckpt.with_name(f"{ckpt.stem}.eval.json").read_text())
     assert report["checkpoint"] == str(ckpt) and report["split"] == "test"
     metrics = report["metrics"]
-    assert "test/loss" in printed and "novelty/copy_fraction" in printed  # the printed table
+    assert "test/loss" in printed and "novelty/copy_fraction/pixels/20" in printed  # the printed table
+    # the tests' cache (tests/conftest.py) holds no classifier: FID is skipped with a pointer to the fix
+    assert (
+        "FID skipped: no classifier at" in printed and "genlab train experiment=mnist_classifier" in printed
+    )
     for name in ("test/loss", "test/recon", "test/kl"):
         # the same test batches as the run (full_split=false), and the VAE's test noise has a fixed seed
         assert math.isclose(metrics[name], record["metrics"][name], rel_tol=1e-6), name
-    assert metrics["novelty/n_samples"] == 20
-    assert 0 <= metrics["novelty/copy_fraction"] <= 1
-    assert metrics["novelty/nn_dist_generated"] > 0 and metrics["novelty/nn_dist_heldout"] > 0
+    assert 0 <= metrics["novelty/copy_fraction/pixels/20"] <= 1
+    assert (
+        metrics["novelty/nn_dist_generated/pixels/20"] > 0
+        and metrics["novelty/nn_dist_heldout/pixels/20"] > 0
+    )
     assert report["novelty_features"] == "pixels"
 
 
@@ -58,10 +64,43 @@ def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Pa
          f"fid.cache_dir={tmp_path / 'cache'}", "novelty.n_samples=20"]
     )  # fmt: skip
     report = json.loads((run_dir / "checkpoints" / "last.eval.json").read_text())
-    assert report["extractor"] == "classifier-toy" and report["novelty_features"] == "classifier"
+    assert report["extractor"] == "classifier-toy" and report["novelty_features"] == "classifier-toy"
     assert report["metrics"]["fid/classifier-toy/20"] > 0
-    assert "kid/classifier-toy/20" in report["metrics"] and "novelty/copy_fraction" in report["metrics"]
+    assert "kid/classifier-toy/20" in report["metrics"]
+    assert 0 <= report["metrics"]["novelty/copy_fraction/classifier-toy/20"] <= 1
     assert "fidelity" in report["seconds"] and "fid/classifier-toy/20" in capsys.readouterr().out
+
+
+def test_eval_finds_the_classifier_at_its_home_and_samples_once(run_dir: Path, monkeypatch, capsys):
+    """No fid.checkpoint: the classifier `genlab train experiment=mnist_classifier` publishes is used."""
+    import os
+
+    from genlab.models.vae import VAE
+
+    home = Path(os.environ["GENLAB_CACHE_DIR"]) / "classifiers" / "mnist5k.ckpt"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    save_classifier(home, trained_on="mnist5k")
+    drawn = []
+    sample = VAE.sample
+    monkeypatch.setattr(
+        VAE, "sample", lambda self, n, generator=None: drawn.append(n) or sample(self, n, generator)
+    )
+    try:
+        main(
+            [
+                f"run={run_dir}",
+                "fid.n_samples=24",
+                "fid.metrics=[fid]",
+                "novelty.n_samples=20",
+                "full_split=false",
+            ]
+        )
+    finally:
+        home.unlink()
+    assert sum(drawn) == 24  # one draw serves FID and novelty
+    metrics = json.loads(next((run_dir / "checkpoints").glob("epoch*.eval.json")).read_text())["metrics"]
+    assert metrics["fid/classifier-mnist5k/24"] > 0
+    assert "novelty/copy_fraction/classifier-mnist5k/20" in metrics
 
 
 def test_corrupt_missing_and_foreign_checkpoints_give_one_line(run_dir: Path, capsys):
@@ -90,6 +129,20 @@ def test_foreign_target_is_refused_without_trust_config(run_dir: Path, tmp_path:
     assert "model._target_=os.system" in line and "trust_config=true" in line
     # trusted, the config gets past the check: the (fake) checkpoint is what fails next
     assert "cannot read checkpoint" in one_error_line(capsys, [f"ckpt={ckpt}", "trust_config=true"])
+
+
+def test_val_split_is_evaluated_into_its_own_file(run_dir: Path):
+    main(
+        [
+            f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+            "split=val",
+            "fid.enabled=false",
+            "novelty.enabled=false",
+        ]
+    )
+    report = json.loads((run_dir / "checkpoints" / "last.eval-val.json").read_text())
+    assert report["split"] == "val" and "val/loss" in report["metrics"]
+    assert not any(name.startswith("test/") for name in report["metrics"])
 
 
 def test_needs_exactly_one_of_ckpt_and_run(capsys):

@@ -2,8 +2,10 @@
 
 Rebuilds the datamodule and module as `genlab train` does, loads the checkpoint's weights (weights_only), then
 computes the test loss (LM: loss, perplexity, bits per token over the full split) and, for image families,
-novelty and (given an extractor checkpoint) FID/KID/IS/PR. Writes `<ckpt stem>.eval.json` beside the
-checkpoint and prints a table. Options are conf/eval.yaml's keys; any other `key=value` overrides the run's config.
+FID/KID/IS/PR (the classifier from `${paths.cache_dir}/classifiers/<dataset>.ckpt` unless fid.checkpoint says
+otherwise) and novelty, both from one draw of samples. Writes `<ckpt stem>.eval.json` (`.eval-val.json`
+for split=val) beside the checkpoint and prints a table. Options are conf/eval.yaml's keys; any other
+`key=value` overrides the run's config.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     options = OmegaConf.merge(options, OmegaConf.from_dotlist(own))
     if bool(options.ckpt) == bool(options.run):
         raise ConfigError("give exactly one of ckpt=PATH (a checkpoint) or run=RUN_DIR (a run directory)")
+    if options.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={options.device!r}: choose auto, cpu or cuda")
     if options.split not in ("test", "val"):
         raise ConfigError(f"split={options.split!r}: choose test or val")
     return options, run_overrides
@@ -127,7 +131,10 @@ def read_checkpoint(ckpt: Path) -> dict[str, Any]:
 
 def load_weights(module: Any, checkpoint: dict[str, Any], ckpt: Path) -> None:
     """Load the checkpoint's state_dict into `module`; keys that do not fit mean another family or architecture."""
-    module.on_load_checkpoint(checkpoint)
+    try:
+        module.on_load_checkpoint(checkpoint)  # may check the checkpoint itself: name the file in its message
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt}: {err}") from err
     result = module.load_state_dict(checkpoint["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
@@ -178,47 +185,20 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
-    if _overrides(module, f"{options.split}_step"):
+    if _overrides(module, "test_step" if options.split == "test" else "validation_step"):
         run_split = trainer.test if options.split == "test" else trainer.validate
         for result in run_split(module, datamodule=datamodule, verbose=False):
             metrics.update(_scalars(result))
     seconds["loss"] = time.perf_counter() - start
-    module.cpu().eval()
+    # Lightning hands the module back on the CPU: sampling (a DDPM's many passes) is where a GPU pays off
+    device = options.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
+    module.to(device).eval()
 
     report: dict[str, Any] = {}
     if isinstance(module, ImageGenerator) and hasattr(datamodule, "real_images"):
-        if options.novelty.enabled:
-            from genlab.metrics.novelty import Novelty
-
-            start = time.perf_counter()
-            novelty = Novelty(
-                options.fid.checkpoint,
-                n_samples=options.novelty.n_samples,
-                batch_size=options.novelty.batch_size,
-                heldout_split=options.novelty.heldout_split,
-                seed=seed,
-            )
-            metrics.update(novelty.evaluate(module, datamodule))
-            report["novelty_features"] = "classifier" if options.fid.checkpoint else "pixels"
-            seconds["novelty"] = time.perf_counter() - start
-        if options.fid.checkpoint:
-            from genlab.metrics.fidelity import Fidelity
-
-            start = time.perf_counter()
-            fidelity = Fidelity(
-                extractor=options.fid.extractor,
-                weights_path=options.fid.checkpoint,
-                n_samples=options.fid.n_samples,
-                batch_size=options.fid.batch_size,
-                metrics=list(options.fid.metrics),
-                real_split=options.fid.real_split,
-                cache_dir=options.fid.cache_dir or cfg.paths.get("cache_dir"),
-                seed=seed,
-            )
-            metrics.update(fidelity.evaluate(module, datamodule))
-            report["extractor"] = fidelity.identity()[0]
-            report["reference_cached"] = fidelity.last_reference_cached
-            seconds["fidelity"] = time.perf_counter() - start
+        report |= evaluate_images(options, cfg, module, datamodule, seed, metrics, seconds)
 
     report = {
         "checkpoint": str(ckpt),
@@ -230,15 +210,94 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
         "split": options.split,
         "full_split": bool(options.full_split),
         "seed": seed,
+        "device": str(device),
         "overrides": run_overrides,
         **report,
         "metrics": dict(sorted(metrics.items())),
         "seconds": seconds,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = ckpt.with_name(f"{ckpt.stem}.eval.json")
+    # one file per split, so a validation-split evaluation does not replace the test one
+    out = ckpt.with_name(f"{ckpt.stem}.eval{'' if options.split == 'test' else '-' + options.split}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     report["path"] = str(out)
+    return report
+
+
+def classifier_home(cfg: DictConfig) -> Path | None:
+    """Where `genlab train experiment=mnist_classifier` puts the classifier for this run's dataset."""
+    dataset = cfg.data.get("dataset")
+    cache_dir = cfg.paths.get("cache_dir")
+    return Path(cache_dir).expanduser() / "classifiers" / f"{dataset}.ckpt" if dataset and cache_dir else None
+
+
+def evaluate_images(
+    options: DictConfig,
+    cfg: DictConfig,
+    module: Any,
+    datamodule: Any,
+    seed: int,
+    metrics: dict[str, float],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """FID & co. and novelty of an image generator into `metrics` / `seconds`; returns the report's notes.
+
+    One draw of samples serves both when FID runs and novelty wants no more images than FID draws.
+    """
+    import torch
+
+    report: dict[str, Any] = {}
+    weights = options.fid.checkpoint
+    if options.fid.enabled and not weights and options.fid.extractor == "classifier":
+        home = classifier_home(cfg)
+        if home is not None and home.is_file():
+            weights = str(home)
+        else:
+            report["fid_skipped"] = (
+                f"no classifier at {home}; make it with `genlab train experiment=mnist_classifier` "
+                f"or pass fid.checkpoint=PATH"
+            )
+    samples, fidelity = None, None
+    if options.fid.enabled and (weights or options.fid.extractor != "classifier"):
+        from genlab.metrics.fidelity import Fidelity
+
+        fidelity = Fidelity(
+            extractor=options.fid.extractor,
+            weights_path=weights,
+            n_samples=options.fid.n_samples,
+            batch_size=options.fid.batch_size,
+            metrics=list(options.fid.metrics),
+            real_split=options.fid.real_split,
+            cache_dir=options.fid.cache_dir or cfg.paths.get("cache_dir"),
+            seed=seed,
+        )
+        start = time.perf_counter()
+        samples = fidelity.sample(module)
+        seconds["sampling"] = time.perf_counter() - start
+        start = time.perf_counter()
+        cuda = torch.device(getattr(module, "device", "cpu")).type == "cuda"
+        metrics.update(fidelity.evaluate_samples(samples, datamodule, cuda=cuda))
+        report["extractor"] = fidelity.identity()[0]
+        report["reference_cached"] = fidelity.last_reference_cached
+        seconds["fidelity"] = time.perf_counter() - start
+    if options.novelty.enabled:
+        from genlab.metrics.novelty import Novelty
+
+        start = time.perf_counter()
+        # the classifier's feature space when there is one, else raw pixels
+        novelty = Novelty(
+            weights if options.fid.extractor == "classifier" else None,
+            n_samples=options.novelty.n_samples,
+            batch_size=options.novelty.batch_size,
+            heldout_split=options.novelty.heldout_split,
+            seed=seed,
+        )
+        if samples is not None and novelty.n_samples <= len(samples):
+            metrics.update(novelty.evaluate_samples(samples, datamodule))
+        else:
+            metrics.update(novelty.evaluate(module, datamodule))
+        report["novelty_features"] = novelty.label
+        seconds["novelty"] = time.perf_counter() - start
     return report
 
 
@@ -254,6 +313,8 @@ def print_table(report: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["seconds"].items())
+    if report.get("fid_skipped"):
+        console.print(f"FID skipped: {report['fid_skipped']}")
     console.print(f"written to {report['path']} ({timings})")
 
 

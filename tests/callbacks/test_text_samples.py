@@ -1,6 +1,10 @@
-"""TextSamples: files of decoded continuations per validation epoch, text sent to TensorBoard."""
+"""TextSamples: a table (CSV) and a readable file of continuations per validation epoch, text sent to TensorBoard,
+a wandb.Table to W&B (offline, no credentials)."""
 
 from __future__ import annotations
+
+import csv
+import json
 
 import lightning as L
 import pytest
@@ -59,6 +63,35 @@ def test_writes_one_file_per_validation_epoch(tmp_path):
         body = sample.split("=====\n", 1)[1].rstrip("\n")
         assert body.startswith("ROMEO:") and len(body) >= len("ROMEO:") + 20
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+    tables = sorted((tmp_path / "samples").glob("text_step*.csv"))
+    assert [f.name for f in tables] == ["text_step000003.csv", "text_step000006.csv"]
+    with open(tables[-1], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["step"], row["sample"], row["prompt"]) for row in rows] == [
+        ("6", "0", "ROMEO:"),
+        ("6", "1", "ROMEO:"),
+    ]
+    assert [row["continuation"] for row in rows] == [
+        sample.split("=====\n", 1)[1].rstrip("\n")[6:] for sample in samples
+    ]
+
+
+def test_wandb_gets_a_table_offline(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no .netrc: nothing to authenticate with
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="genlab-test")
+    run(tmp_path, None, TextSamples(prompt="ROMEO:", max_new_tokens=10, num_samples=2, seed=3), logger=logger)
+    run_dir = logger.experiment.dir
+    logger.experiment.finish()
+    tables = sorted((tmp_path / "wandb").rglob("samples/text_*.table.json"))
+    assert len(tables) == 2, run_dir  # one table per validation epoch
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["step", "sample", "prompt", "continuation"]
+    assert [row[:3] for row in table["data"]] == [[6, 0, "ROMEO:"], [6, 1, "ROMEO:"]]
 
 
 def test_rejects_a_module_that_cannot_generate(tmp_path):

@@ -85,9 +85,11 @@ def make(ckpt: Path, tmp_path: Path, **kw) -> FidelityCallback:
 def test_every_n_epochs_and_not_twice_at_the_end(classifier_ckpt, tmp_path, monkeypatch, caplog):
     callback = make(classifier_ckpt, tmp_path, every_n_epochs=1)
     steps = []
-    evaluate = type(callback.fidelity).evaluate
+    evaluate = type(callback.fidelity).evaluate_samples
     monkeypatch.setattr(
-        type(callback.fidelity), "evaluate", lambda self, *a: steps.append(1) or evaluate(self, *a)
+        type(callback.fidelity),
+        "evaluate_samples",
+        lambda self, *a, **k: steps.append(1) or evaluate(self, *a, **k),
     )
     with caplog.at_level(logging.INFO, logger="genlab.callbacks.fidelity"):
         trainer = fit(callback, tmp_path, max_epochs=2)
@@ -112,5 +114,40 @@ def test_end_of_training_reaches_callback_metrics_and_loggers(classifier_ckpt, t
 
 
 def test_missing_checkpoint_fails_before_training(tmp_path):
-    with pytest.raises(ConfigError, match="do not exist"):
+    with pytest.raises(ConfigError, match="genlab train experiment=mnist_classifier") as error:
         fit(make(tmp_path / "missing.ckpt", tmp_path), tmp_path)
+    assert str(tmp_path / "missing.ckpt") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_checkpoint_with_if_missing_warn_trains_on_without_fid(tmp_path, caplog):
+    missing = tmp_path / "classifiers" / "toy.ckpt"
+    with caplog.at_level(logging.WARNING, logger="genlab.callbacks.fidelity"):
+        trainer = fit(make(missing, tmp_path, if_missing="warn", every_n_epochs=1), tmp_path, max_epochs=1)
+    assert trainer.state.finished and trainer.global_step == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"FID skipped: no classifier at {missing}; make it with `genlab train experiment=mnist_classifier`"
+    ]
+    assert not any(name.startswith(("fid/", "fidelity_seconds/")) for name in trainer.callback_metrics)
+
+
+def test_if_missing_takes_error_or_warn():
+    with pytest.raises(ConfigError, match="if_missing='skip'"):
+        FidelityCallback(if_missing="skip")
+
+
+def test_novelty_is_logged_beside_fid_from_the_same_samples(classifier_ckpt, tmp_path, monkeypatch):
+    drawn = []
+    sample = TinyGenerator.sample
+    monkeypatch.setattr(
+        TinyGenerator, "sample", lambda self, n, generator=None: drawn.append(n) or sample(self, n, generator)
+    )
+    callback = make(classifier_ckpt, tmp_path, every_n_epochs=0, metrics=["fid"], novelty=True)
+    trainer = fit(callback, tmp_path, max_epochs=1)
+    assert sum(drawn) == 16  # one draw of n_samples serves FID and novelty
+    # the held-out split (TinyImages returns the same 32 images for any split) caps the novelty count at 16
+    names = {"fid/classifier-toy/16", "novelty/copy_fraction/classifier-toy/16",
+             "novelty/nn_dist_generated/classifier-toy/16", "novelty/nn_dist_heldout/classifier-toy/16"}  # fmt: skip
+    assert names <= set(trainer.callback_metrics)
+    row = [row for row in csv_rows(tmp_path) if row.get("fid/classifier-toy/16")][-1]
+    assert 0 <= float(row["novelty/copy_fraction/classifier-toy/16"]) <= 1

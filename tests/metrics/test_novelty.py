@@ -63,14 +63,33 @@ class Splits:
 def test_copying_generator_scores_one_and_fresh_images_zero(classifier_ckpt):
     train, test = images01(128, seed=0), images01(16, seed=1)
     data = Splits(train=train, test=test)
-    for weights in (None, classifier_ckpt):  # raw pixels, and a classifier's features
+    for weights, label in (
+        (None, "pixels"),
+        (classifier_ckpt, "classifier-toy"),
+    ):  # pixels, classifier features
         copies = Novelty(weights, n_samples=16, batch_size=5).evaluate(Replay(train[10:26]), data)
-        assert copies["novelty/copy_fraction"] == 1.0
+        # names carry the feature space and the count, like the FID names
+        assert sorted(copies) == [f"novelty/{s}/{label}/16" for s in ("copy_fraction", "nn_dist_generated",
+                                                                       "nn_dist_heldout")]  # fmt: skip
+        assert copies[f"novelty/copy_fraction/{label}/16"] == 1.0
         # exact copies: zero up to the float noise of features computed in other batches
-        assert copies["novelty/nn_dist_generated"] < 1e-6 < copies["novelty/nn_dist_heldout"]
-        assert copies["novelty/n_samples"] == 16
+        assert (
+            copies[f"novelty/nn_dist_generated/{label}/16"]
+            < 1e-6
+            < copies[f"novelty/nn_dist_heldout/{label}/16"]
+        )
     # a fresh image beats all n held-out ones with probability 1/(n+1): here ~1/65
     data = Splits(train=train, test=images01(64, seed=3))
     new = Novelty(None, n_samples=64, batch_size=50).evaluate(Replay(images01(64, seed=4)), data)
-    assert new["novelty/copy_fraction"] <= 0.1
-    assert new["novelty/nn_dist_generated"] > 0.5 * new["novelty/nn_dist_heldout"]
+    assert new["novelty/copy_fraction/pixels/64"] <= 0.1
+    assert new["novelty/nn_dist_generated/pixels/64"] > 0.5 * new["novelty/nn_dist_heldout/pixels/64"]
+
+
+def test_samples_given_as_uint8_score_as_their_floats():
+    """The callback hands over the uint8 samples it drew for FID: the same images as floats on the 1/255 grid."""
+    train, test, fake = images01(64, seed=0), images01(12, seed=1), images01(20, seed=2)
+    data = Splits(train=train, test=test)
+    novelty = Novelty(None, n_samples=100, batch_size=7)
+    as_uint8 = novelty.evaluate_samples((fake * 255).round().to(torch.uint8), data)
+    assert as_uint8 == novelty.evaluate_samples(fake, data)
+    assert "novelty/copy_fraction/pixels/12" in as_uint8  # capped at the held-out split's 12 images

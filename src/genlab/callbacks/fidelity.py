@@ -1,4 +1,4 @@
-"""FID / KID / IS / precision-recall during training: every N validation epochs and once at the end.
+"""FID / KID / IS / precision-recall (and novelty) during training: every N validation epochs and once at the end.
 
 Works for any module implementing the ImageGenerator protocol; the values are logged under names that carry
 the extractor and sample count (`fid/classifier-mnist5k/5000`), so they reach the trackers and run.json.
@@ -19,21 +19,28 @@ from genlab.models.base import ImageGenerator
 
 log = logging.getLogger(__name__)
 
+IF_MISSING = ("error", "warn")
+MAKE_CLASSIFIER = "genlab train experiment=mnist_classifier"
+
 
 class FidelityCallback(L.Callback):
-    """Compute image metrics of the module's samples against a real split (rank 0 only) and log them.
+    """Compute image metrics of the module's samples against a real split and log them.
 
-    On rank 0 alone: under DDP the other ranks wait at their next collective. A sharded strategy (FSDP)
-    needs every rank in the forward pass, so this callback is for unsharded runs.
+    Under DDP/FSDP every rank draws its share of the samples (metrics/sampling.py), rank 0 scores them all,
+    and every rank logs rank 0's values. Novelty (nearest-training-image distances, metrics/novelty.py) is
+    computed on the same samples, in the same feature space when the extractor is the classifier.
     """
 
     def __init__(
         self,
         extractor: str = "classifier",
         checkpoint: str | None = None,
+        if_missing: str = "error",
         n_samples: int = 5000,
         batch_size: int = 200,
         metrics: Sequence[str] = ("fid", "kid", "is", "pr"),
+        novelty: bool = False,
+        novelty_split: str = "test",
         every_n_epochs: int = 5,
         at_train_end: bool = True,
         real_split: str = "train",
@@ -47,9 +54,13 @@ class FidelityCallback(L.Callback):
         Args:
             extractor: `classifier` (offline, a genlab classifier checkpoint) or `inception-v3-compat`.
             checkpoint: the classifier checkpoint, or a local copy of the Inception weights (None downloads them).
+            if_missing: a classifier checkpoint that does not exist: `error` fails at the start of training,
+                `warn` logs one line and trains without these metrics.
             n_samples: generated images per evaluation (part of every metric's name).
             batch_size: images per sampling / feature batch.
             metrics: any of fid, kid, is, pr.
+            novelty: also compute the novelty statistics of (the first images of) the same samples.
+            novelty_split: the held-out real images novelty compares with (their count caps the novelty count).
             every_n_epochs: evaluate after the validation of every n-th epoch; 0 only at the end of training.
             at_train_end: evaluate the final weights once training ends (unless the last validation just did).
             real_split: the split samples are compared with; n_real: how many of its images (None: up to n_samples).
@@ -63,6 +74,8 @@ class FidelityCallback(L.Callback):
             raise ConfigError(
                 f"callbacks.fidelity.every_n_epochs={every_n_epochs} must be 0 (end only) or more"
             )
+        if if_missing not in IF_MISSING:
+            raise ConfigError(f"callbacks.fidelity.if_missing={if_missing!r}: choose error or warn")
         self.options = dict(
             extractor=extractor,
             weights_path=checkpoint,
@@ -76,9 +89,14 @@ class FidelityCallback(L.Callback):
             seed=seed,
             kid_subset_size=kid_subset_size,
         )
+        self.if_missing = if_missing
+        self.novelty = bool(novelty)
+        self.novelty_split = novelty_split
         self.every_n_epochs = int(every_n_epochs)
         self.at_train_end = at_train_end
+        self.enabled = True  # False once a missing classifier was accepted (if_missing=warn)
         self._fidelity = None  # built on first use: torch-fidelity is imported only when this callback runs
+        self._novelty = None
         self._last_step: int | None = None  # global step of the last evaluation
 
     @property
@@ -89,10 +107,38 @@ class FidelityCallback(L.Callback):
             self._fidelity = Fidelity(**self.options)
         return self._fidelity
 
+    @property
+    def novelty_metric(self):
+        if self._novelty is None:
+            from genlab.metrics.novelty import Novelty
+
+            # the classifier's feature space when it is the extractor; raw pixels beside Inception
+            weights = self.fidelity.weights_path if self.fidelity.extractor == "classifier" else None
+            self._novelty = Novelty(
+                weights,
+                n_samples=self.fidelity.n_samples,
+                batch_size=self.fidelity.batch_size,
+                heldout_split=self.novelty_split,
+                seed=self.fidelity.seed,
+            )
+        return self._novelty
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # a missing checkpoint or bad option fails now, not after the first epochs of training
-        if stage == "fit" and isinstance(pl_module, ImageGenerator):
-            self.fidelity.identity()
+        if stage != "fit" or not isinstance(pl_module, ImageGenerator):
+            return
+        path = self.options["weights_path"]
+        if self.options["extractor"] == "classifier" and not (path and Path(path).expanduser().is_file()):
+            if self.if_missing == "warn":
+                self.enabled = False
+                if trainer.is_global_zero:
+                    log.warning(f"FID skipped: no classifier at {path}; make it with `{MAKE_CLASSIFIER}`")
+                return
+            raise ConfigError(
+                f"FID needs a classifier, and there is none at {path}: make it with `{MAKE_CLASSIFIER}` "
+                f"(or set callbacks.fidelity.checkpoint to a classifier checkpoint)"
+            )
+        self.fidelity.identity()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.every_n_epochs == 0:
@@ -101,7 +147,7 @@ class FidelityCallback(L.Callback):
             return
         metrics = self._evaluate(trainer, pl_module)
         for name, value in metrics.items():
-            pl_module.log(name, value, rank_zero_only=True)
+            pl_module.log(name, value)  # every rank holds rank 0's values: nothing to reduce
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.at_train_end or self._last_step == trainer.global_step:
@@ -115,23 +161,39 @@ class FidelityCallback(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        if not trainer.is_global_zero or not isinstance(pl_module, ImageGenerator):
+        if not self.enabled or not isinstance(pl_module, ImageGenerator):
             return {}
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "real_images"):
-            log.warning("fidelity: skipped, the trainer has no image datamodule with real_images()")
+            if trainer.is_global_zero:
+                log.warning("fidelity: skipped, the trainer has no image datamodule with real_images()")
             return {}
+        from genlab.metrics.sampling import broadcast_from_rank_zero, draw_across_ranks
+
         start = time.perf_counter()
-        metrics = self.fidelity.evaluate(pl_module, datamodule)
-        seconds = time.perf_counter() - start
+        fidelity = self.fidelity
+        # every rank draws its share (a sharded model needs all of them in each forward pass)
+        samples = draw_across_ranks(pl_module, fidelity.n_samples, fidelity.batch_size, fidelity.seed)
+        metrics = None
+        if trainer.is_global_zero:
+            cuda = pl_module.device.type == "cuda"
+            metrics = fidelity.evaluate_samples(samples, datamodule, cuda=cuda)
+            if self.novelty:
+                metrics.update(self.novelty_metric.evaluate_samples(samples, datamodule))
+            seconds = time.perf_counter() - start
+            label, _ = fidelity.identity()
+            metrics[f"fidelity_seconds/{label}/{fidelity.n_samples}"] = seconds
+            reference = "cached" if fidelity.last_reference_cached else "computed"
+            values = ", ".join(  # names without their `/<extractor>/<count>` suffix
+                f"{name.rsplit('/', 2)[0]}={value:.4g}"
+                for name, value in metrics.items()
+                if not name.startswith("fidelity_seconds/")
+            )
+            log.info(
+                f"fidelity ({label}, {fidelity.n_samples} samples, step {trainer.global_step}): {values} "
+                f"in {seconds:.1f} s (reference features {reference}"
+                f"{'' if fidelity.cache_dir is None else ' in ' + str(Path(fidelity.cache_dir))})"
+            )
+        metrics = broadcast_from_rank_zero(metrics)
         self._last_step = trainer.global_step
-        label, _ = self.fidelity.identity()
-        reference = "cached" if self.fidelity.last_reference_cached else "computed"
-        values = ", ".join(f"{name.split('/')[0]}={value:.4g}" for name, value in metrics.items())
-        log.info(
-            f"fidelity ({label}, {self.fidelity.n_samples} samples, step {trainer.global_step}): {values} "
-            f"in {seconds:.1f} s (reference features {reference}"
-            f"{'' if self.fidelity.cache_dir is None else ' in ' + str(Path(self.fidelity.cache_dir))})"
-        )
-        metrics[f"fidelity_seconds/{label}/{self.fidelity.n_samples}"] = seconds
         return metrics

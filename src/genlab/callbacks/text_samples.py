@@ -1,8 +1,10 @@
-"""Text samples during training: continuations of a fixed prompt under `<run dir>/samples/`, also sent to
-TensorBoard / W&B. Works for any module implementing the LanguageModel protocol."""
+"""Text samples during training: continuations of a fixed prompt as a table (step, sample, prompt, continuation)
+in `<run dir>/samples/text_step<N>.csv` beside a readable `epoch_<E>.txt`, and sent to W&B (a wandb.Table) or
+TensorBoard (text) when those loggers are attached. Works for any module implementing the LanguageModel protocol."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +13,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from genlab.errors import ConfigError, GenlabError
 from genlab.models.base import LanguageModel
+
+COLUMNS = ["step", "sample", "prompt", "continuation"]
 
 
 class TextSamples(L.Callback):
@@ -85,6 +89,9 @@ class TextSamples(L.Callback):
         if not trainer.is_global_zero:
             return
         texts = [tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        continuations = [tokenizer.decode(row[len(prompt_ids) :].tolist()) for row in ids.cpu()]
+        step = trainer.global_step
+        rows = [[step, i, self.prompt, text] for i, text in enumerate(continuations)]
 
         out_dir = Path(trainer.default_root_dir) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,9 +100,11 @@ class TextSamples(L.Callback):
         )
         body = "\n\n".join(f"===== sample {i} =====\n{text}" for i, text in enumerate(texts))
         (out_dir / f"epoch_{epoch:03d}.txt").write_text(f"# {header}\n\n{body}\n", encoding="utf-8")
-        self._log(trainer, texts)
+        with open(out_dir / f"text_step{step:06d}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([COLUMNS, *rows])  # quoted fields keep the continuations' line breaks
+        self._log(trainer, texts, rows)
 
-    def _log(self, trainer: L.Trainer, texts: list[str]) -> None:
+    def _log(self, trainer: L.Trainer, texts: list[str], rows: list[list]) -> None:
         step = trainer.global_step
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -104,4 +113,5 @@ class TextSamples(L.Callback):
                     block = "\n".join("    " + line for line in text.splitlines())
                     logger.experiment.add_text(f"samples/text_{i}", block, global_step=step)
             elif isinstance(logger, WandbLogger):
-                logger.log_text("samples/text", columns=["step", "sample"], data=[[step, t] for t in texts])
+                # a wandb.Table (Lightning imports wandb here, only for this logger)
+                logger.log_text("samples/text", columns=COLUMNS, data=rows, step=step)

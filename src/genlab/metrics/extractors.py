@@ -32,8 +32,8 @@ def load_classifier(path: str | Path) -> tuple[ConvClassifier, dict[str, Any]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
-            f"classifier checkpoint {path} does not exist: train one with `genlab train experiment=mnist_classifier` "
-            f"and set the fidelity callback's `checkpoint` to its checkpoints/last.ckpt"
+            f"classifier checkpoint {path} does not exist: make one with `genlab train experiment=mnist_classifier` "
+            f"(saved to <paths.cache_dir>/classifiers/<dataset>.ckpt) or point `checkpoint` at one"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,6 +1,8 @@
 """Image metrics (FID, KID, IS, precision/recall) of an ImageGenerator against a real split, via torch-fidelity.
 
-Generated images go straight from `sample(n)` into torch-fidelity (no PNG round trip). The real split's
+Generated images go straight from `sample(n)` into torch-fidelity as in-memory uint8 tensors (no PNG round
+trip); drawing them is apart from scoring them, so callers can draw across DDP ranks (metrics/sampling.py) or
+reuse the same samples for the novelty statistics. The real split's
 features are cached on disk by torch-fidelity under `cache_dir`, in an entry named by the split's
 fingerprint (dataset, preprocessing, splits), the number of real images and the extractor's exact weights:
 a second evaluation reuses them, and a change in any of these computes a fresh entry.
@@ -16,10 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torch_fidelity.generative_model_base import GenerativeModelBase
 
 from genlab.errors import ConfigError
-from genlab.metrics import extractors
+from genlab.metrics import extractors, sampling
 from genlab.models.base import ImageGenerator
 
 log = logging.getLogger(__name__)
@@ -52,32 +53,18 @@ class RealImages(Dataset):
         return self.images[index]
 
 
-class SampleSource(GenerativeModelBase):
-    """torch-fidelity's generator input over `sample(n)`: its noise only sets the batch size.
+class SampleImages(Dataset):
+    """Generated images, uint8 `[n, C, H, W]` (sampling.draw's output), as torch-fidelity's uint8 RGB input."""
 
-    The draws come from our own seeded generator, so the same weights give the same samples (and metrics).
-    """
+    def __init__(self, images: Tensor):
+        self.images = images
 
-    def __init__(self, model: ImageGenerator, seed: int = 0):
-        super().__init__()
-        self.model = model
-        self.generator = torch.Generator().manual_seed(seed)
+    def __len__(self) -> int:
+        return len(self.images)
 
-    @property
-    def z_size(self) -> int:
-        return 1
-
-    @property
-    def z_type(self) -> str:
-        return "normal"
-
-    @property
-    def num_classes(self) -> int:
-        return 0
-
-    def forward(self, noise: Tensor) -> Tensor:
-        images = self.model.sample(len(noise), generator=self.generator)  # (B, C, H, W) in [0, 1]
-        return to_uint8_rgb(images).to(noise.device)
+    def __getitem__(self, index: int) -> Tensor:
+        image = self.images[index]  # (C, H, W)
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
 class Fidelity:
@@ -194,13 +181,25 @@ class Fidelity:
         return out
 
     # ---------------------------------------------------------------- evaluation
+    def sample(self, model: ImageGenerator) -> Tensor:
+        """`n_samples` samples of `model` (uint8 `[n, C, H, W]`, CPU), from a generator seeded with `seed`."""
+        return sampling.draw(model, self.n_samples, self.batch_size, torch.Generator().manual_seed(self.seed))
+
     def evaluate(self, model: ImageGenerator, datamodule: Any) -> dict[str, float]:
         """Metrics of `model`'s samples against `datamodule`'s real split, as {name: float}.
 
         `datamodule` needs `real_images(split, n)` and `fingerprint(split)` (genlab's ImageDataModule).
         """
+        cuda = torch.device(getattr(model, "device", "cpu")).type == "cuda"
+        return self.evaluate_samples(self.sample(model), datamodule, cuda=cuda)
+
+    def evaluate_samples(self, samples: Tensor, datamodule: Any, cuda: bool = False) -> dict[str, float]:
+        """Metrics of already drawn samples (uint8 `[n_samples, C, H, W]`) against `datamodule`'s real split;
+        `cuda` runs the feature extractor on the GPU."""
         import torch_fidelity
 
+        if len(samples) != self.n_samples or samples.dtype != torch.uint8:
+            raise ValueError(f"expected {self.n_samples} uint8 samples, got {len(samples)} {samples.dtype}")
         extractors.register_classifier()
         split_size = len(getattr(datamodule, f"{self.real_split}_dataloader")().dataset)
         n_real = min(self.n_samples, split_size) if self.n_real is None else self.n_real
@@ -214,33 +213,23 @@ class Fidelity:
         self.last_reference_cached = self.cache_dir is not None and any(
             self.cache_dir.glob(f"{cache_name}-*")
         )
-
-        device = getattr(model, "device", torch.device("cpu"))
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            results = torch_fidelity.calculate_metrics(
-                input1=SampleSource(model, self.seed),
-                input1_model_num_samples=self.n_samples,
-                input2=real,
-                input2_cache_name=cache_name,
-                cache=self.cache_dir is not None,
-                cache_root=None if self.cache_dir is None else str(self.cache_dir),
-                feature_extractor=self.extractor,
-                feature_extractor_weights_path=self.weights_path,
-                cuda=torch.device(device).type == "cuda",
-                batch_size=self.batch_size,
-                save_cpu_ram=self.num_workers == 0,
-                rng_seed=self.seed,
-                kid_subsets=self.kid_subsets,
-                kid_subset_size=min(self.kid_subset_size, self.n_samples, n_real),
-                isc_splits=min(self.isc_splits, self.n_samples),
-                prc_neighborhood=self.prc_neighborhood,
-                verbose=False,
-                **{METRICS[m]: True for m in self.metrics},
-            )
-        finally:
-            if was_training and hasattr(model, "train"):
-                model.train()
+        results = torch_fidelity.calculate_metrics(
+            input1=SampleImages(samples),
+            input2=real,
+            input2_cache_name=cache_name,
+            cache=self.cache_dir is not None,
+            cache_root=None if self.cache_dir is None else str(self.cache_dir),
+            feature_extractor=self.extractor,
+            feature_extractor_weights_path=self.weights_path,
+            cuda=cuda,
+            batch_size=self.batch_size,
+            save_cpu_ram=self.num_workers == 0,
+            rng_seed=self.seed,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=min(self.kid_subset_size, self.n_samples, n_real),
+            isc_splits=min(self.isc_splits, self.n_samples),
+            prc_neighborhood=self.prc_neighborhood,
+            verbose=False,
+            **{METRICS[m]: True for m in self.metrics},
+        )
         return {name: float(results[key]) for key, name in self.names().items()}

@@ -5,6 +5,8 @@ held-out real images (which the model never saw). Distances are Euclidean, in a 
 classifier's penultimate features (the `classifier` extractor of metrics/extractors.py) or, without one,
 raw pixels in [0, 1].
 
+Names below are `novelty_metrics`'s; `Novelty` appends the feature space and the count to each.
+
 - `novelty/nn_dist_generated`, `novelty/nn_dist_heldout`: the mean nearest-training-image distance of
   each set. A generator that memorises sits well below the held-out value.
 - `novelty/copy_fraction`: the fraction of generated images closer to their nearest training image than
@@ -77,7 +79,11 @@ def classifier_features(weights_path: str | Path) -> Features:
 
 
 class Novelty:
-    """Novelty metrics of an ImageGenerator against a datamodule's train split, with its test split as the yardstick."""
+    """Novelty metrics of an ImageGenerator against a datamodule's train split, with its test split as the yardstick.
+
+    Metric names carry the feature space and the count, like the FID names: `novelty/copy_fraction/
+    classifier-mnist5k/500` (or `.../pixels/500`).
+    """
 
     def __init__(
         self,
@@ -104,6 +110,12 @@ class Novelty:
         self.seed = int(seed)
         self.chunk_size = int(chunk_size)
         self.features: Features = classifier_features(weights_path) if weights_path else pixel_features
+        self.label = "pixels"
+        if weights_path:
+            from genlab.metrics.extractors import load_classifier
+
+            trained_on = load_classifier(weights_path)[1].get("trained_on")
+            self.label = f"classifier-{trained_on}" if trained_on else "classifier"
 
     def _features(self, images: Tensor) -> Tensor:
         return torch.cat(
@@ -113,15 +125,23 @@ class Novelty:
     @torch.no_grad()
     def evaluate(self, model: ImageGenerator, datamodule: Any) -> dict[str, float]:
         """Novelty of `model`'s samples; `datamodule` needs `real_images(split, n)` (genlab's ImageDataModule)."""
-        heldout = datamodule.real_images(self.heldout_split)
-        n = min(self.n_samples, len(heldout))
+        n = min(self.n_samples, len(datamodule.real_images(self.heldout_split)))
         generator = torch.Generator().manual_seed(self.seed)
         samples = [
             model.sample(min(self.batch_size, n - i), generator=generator).cpu()
             for i in range(0, n, self.batch_size)
         ]
-        generated = self._features(torch.cat(samples))
+        return self.evaluate_samples(torch.cat(samples), datamodule)
+
+    @torch.no_grad()
+    def evaluate_samples(self, samples: Tensor, datamodule: Any) -> dict[str, float]:
+        """Novelty of already drawn samples (`[N, C, H, W]`, floats in [0, 1] or uint8); the first
+        min(n_samples, N, held-out split size) of them are compared."""
+        if samples.dtype == torch.uint8:
+            samples = samples.float() / 255.0
+        heldout = datamodule.real_images(self.heldout_split)
+        n = min(self.n_samples, len(samples), len(heldout))
+        generated = self._features(samples[:n])
         train = self._features(datamodule.real_images("train"))
         metrics = novelty_metrics(generated, self._features(heldout[:n]), train, self.chunk_size)
-        metrics["novelty/n_samples"] = float(n)
-        return metrics
+        return {f"{name}/{self.label}/{n}": value for name, value in metrics.items()}
