@@ -101,6 +101,12 @@ CASES = [
     ("compare-corrupt-record", ["compare", "{tmp}/corrupt"], ONE_LINE, "no readable run.json"),
     ("reproduce-failed-run", ["reproduce", "{tmp}/failed"], ONE_LINE, "is a failed run"),
     (
+        "reproduce-untrusted-config",
+        ["reproduce", "{tmp}/foreign"],
+        ONE_LINE,
+        "model._target_=os.system is not a genlab/torch/lightning class: pass --trust-config only if",
+    ),
+    (
         "resume-without-checkpoint",
         ["train", "resume=auto"],
         ONE_LINE,
@@ -149,6 +155,13 @@ def make_inputs(tmp: Path) -> None:
     torch.save(gpt, tmp / "gpt.ckpt")
     (tmp / "truncated.ckpt").write_bytes((tmp / "gpt.ckpt").read_bytes()[:200])
     torch.save({**gpt, "hyper_parameters": argparse.Namespace(lr=1.0)}, tmp / "pickled.ckpt")
+    (tmp / "foreign" / ".hydra").mkdir(parents=True)
+    (tmp / "foreign" / "run.json").write_text(
+        json.dumps({"status": "completed", "metrics": {"val/loss": 1.0}})
+    )
+    (tmp / "foreign" / ".hydra" / "config.yaml").write_text(
+        "model:\n  _target_: os.system\n  command: touch pwned\n"
+    )
     (tmp / "failed").mkdir()
     record = {"status": "failed", "error": "NonFiniteLossError: non-finite loss at step 3", "metrics": {}}
     (tmp / "failed" / "run.json").write_text(json.dumps(record))

@@ -91,7 +91,7 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def check_targets(node: Any, trust: bool, where: str = "") -> None:
+def check_targets(node: Any, trust: bool, where: str = "", flag: str = "trust_config=true") -> None:
     """Refuse `_target_`s outside genlab/torch/lightning: instantiating one runs arbitrary code."""
     if trust:
         return
@@ -102,13 +102,13 @@ def check_targets(node: Any, trust: bool, where: str = "") -> None:
         ):
             raise ConfigError(
                 f"the run config's {where or '<root>'}._target_={target} is not a genlab/torch/lightning "
-                f"class: pass trust_config=true only if you trust that config"
+                f"class: pass {flag} only if you trust that config"
             )
         for key, value in node.items_ex(resolve=False):
-            check_targets(value, trust, f"{where}.{key}" if where else str(key))
+            check_targets(value, trust, f"{where}.{key}" if where else str(key), flag)
     elif isinstance(node, ListConfig):
         for i, value in enumerate(node._iter_ex(resolve=False)):
-            check_targets(value, trust, f"{where}[{i}]")
+            check_targets(value, trust, f"{where}[{i}]", flag)
 
 
 def read_checkpoint(ckpt: Path) -> dict[str, Any]:

@@ -426,5 +426,11 @@ def _user_error(error: BaseException) -> GenlabError | None:
         return ConfigError(f"{key + ': ' if key else ''}{text}; choose options that fit together {hint}")
     if isinstance(error, misconfiguration):
         text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        return ConfigError(f"{text}; check trainer.accelerator and trainer.devices {hint}")
+        about_devices = any(
+            word in text.lower() for word in ("device", "accelerator", "gpu", "cuda", "strategy")
+        )
+        fix = (
+            "check trainer.accelerator and trainer.devices" if about_devices else "check the trainer options"
+        )
+        return ConfigError(f"{text}; {fix} {hint}")
     return None

@@ -74,6 +74,10 @@ class Preemption(L.Callback):
     """
 
     SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+    # submitit's requeue signal: taken over only where submitit (or another Python handler) listens for it,
+    # whose handler then runs once the checkpoint is saved (submitit requeues the job, which resumes with
+    # resume=auto_or_new)
+    HANDED_ON = ("SIGUSR2",)
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
@@ -82,9 +86,9 @@ class Preemption(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its own handlers (just before training starts); they come back at teardown
-        for name in self.SIGNALS:
+        for name in self.SIGNALS + self.HANDED_ON:
             signum = getattr(signal, name, None)
-            if signum is None:
+            if signum is None or (name in self.HANDED_ON and not callable(signal.getsignal(signum))):
                 continue
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -109,6 +113,10 @@ class Preemption(L.Callback):
             return
         trainer.save_checkpoint(self.path)
         log.warning(f"checkpoint saved at step {trainer.global_step}: {self.path}")
+        if received in self.HANDED_ON:
+            signum = signal.Signals[received]
+            self.teardown(trainer, pl_module, "fit")
+            signal.getsignal(signum)(signum, None)  # e.g. submitit: requeue the job, then exit
         raise RunInterrupted(received, trainer.global_step, str(self.path))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

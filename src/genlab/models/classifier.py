@@ -72,14 +72,14 @@ class Classifier(GenerativeModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.net(x)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y))
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y), sync_dist=True)
         self.val_acc(logits, y)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.net(x)
-        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y))
+        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
         self.test_acc(logits, y)
         self.log("test/acc", self.test_acc)
 

@@ -90,9 +90,9 @@ class VAE(GenerativeModule):
         recon = self._nll(self.net.decode(z), target).mean()
         kl = self._kl(mu, logvar).mean()
         loss = recon + self.beta * kl  # equals -ELBO when beta == 1
-        # train logs every step; val/test log the epoch mean (weighted by batch size)
+        # train logs every step; val/test log the epoch mean (weighted by batch size, over all DDP ranks)
         on_step = stage == "train"
-        kwargs = dict(on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0])
+        kwargs = dict(on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0], sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kwargs)
         metrics = {f"{stage}/recon": recon, f"{stage}/kl": kl}
         if stage != "train":

@@ -172,9 +172,22 @@ def _override_value(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def reproduce(run_dir: Path, out: Path | None, overrides: list[str], tolerance: float | None) -> int:
+def check_stored_config(run_dir: Path, trust: bool) -> None:
+    """A run dir may come from someone else: its config builds only genlab/torch/lightning classes unless
+    trusted (instantiating any other `_target_` runs arbitrary code)."""
+    from omegaconf import OmegaConf
+
+    from genlab.evaluate import check_targets
+
+    check_targets(OmegaConf.load(run_dir / CONFIG_PATH), trust, flag="--trust-config")
+
+
+def reproduce(
+    run_dir: Path, out: Path | None, overrides: list[str], tolerance: float | None, trust_config: bool = False
+) -> int:
     run_dir = run_dir.resolve()
     run = load_finished_run(run_dir)
+    check_stored_config(run_dir, trust_config)
     for line in provenance_warnings(run.record):
         print(f"warning: {line}", file=sys.stderr)
     tolerance = default_tolerance(run) if tolerance is None else tolerance
@@ -190,6 +203,7 @@ def reproduce(run_dir: Path, out: Path | None, overrides: list[str], tolerance: 
             sys.executable, "-m", "genlab.cli", "train",
             "--config-dir", config_dir, "--config-name", CONFIG_NAME,
             f"hydra.run.dir={_override_value(str(out))}",
+            "resume=null",  # a resumed run's config says resume=auto: the reproduction starts from scratch
             *overrides,
         ]  # fmt: skip
         print(f"reproducing {run_dir} in {out}", file=sys.stderr, flush=True)
@@ -264,6 +278,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="DIR",
         help="the new run dir (default RUN_DIR/reproduce/<time>)",
     )
+    parser.add_argument(
+        "--trust-config",
+        action="store_true",
+        help="build the stored config even if it names classes outside genlab/torch/lightning "
+        "(only for run dirs from a source you trust: building them runs their code)",
+    )
     args = parser.parse_intermixed_args(argv)
     if args.tolerance is not None and not args.tolerance >= 0:
         parser.error("--tolerance must be a number >= 0")
@@ -274,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of `genlab reproduce`; user errors print one line and exit 2, a metric mismatch exits 1."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        code = reproduce(args.run_dir, args.out, args.overrides, args.tolerance)
+        code = reproduce(args.run_dir, args.out, args.overrides, args.tolerance, args.trust_config)
     except GenlabError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
