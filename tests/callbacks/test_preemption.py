@@ -39,7 +39,7 @@ def test_requeue_signal_saves_a_checkpoint_then_runs_the_launchers_handler(tmp_p
     previous = signal.signal(signal.SIGUSR2, launcher_handler)
     try:
         trainer = L.Trainer(
-            accelerator="cpu", max_steps=8, logger=False, enable_progress_bar=False,
+            accelerator="cpu", max_steps=8, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
             enable_model_summary=False, callbacks=[Preemption(str(tmp_path))],
         )  # fmt: skip
         with pytest.raises(RunInterrupted) as stopped:
@@ -55,7 +55,7 @@ def test_without_a_listener_the_requeue_signal_is_left_alone(tmp_path):
     previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     try:
         trainer = L.Trainer(
-            accelerator="cpu", max_steps=8, logger=False, enable_progress_bar=False,
+            accelerator="cpu", max_steps=8, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
             enable_model_summary=False, callbacks=[Preemption(str(tmp_path))],
         )  # fmt: skip
         trainer.fit(Tiny())  # SIGUSR2 ignored: training runs to the end
