@@ -277,8 +277,9 @@ class GAN(GenerativeModule):
         v = float(value.detach())
         if not math.isfinite(v):
             raise FloatingPointError(
-                f"GAN training diverged: train/{name} is {v} at step {self.global_step}; lower the learning "
-                "rates (optimizer.lr, model.lr_g, model.lr_d) or set model.grad_clip"
+                f"non-finite loss at step {self.global_step} (train/{name} is {v}: the GAN diverged); "
+                "checkpoints written before it are kept; lower the learning rates (optimizer.lr, model.lr_g, "
+                "model.lr_d) or set model.grad_clip"
             )
         if not watch:
             return
