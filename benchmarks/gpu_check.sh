@@ -31,15 +31,18 @@ PY
   [ "$rc" = 0 ] || tail -5 "$out/$name.log" | sed 's/^/    /'
 }
 fast=(debug=fast trainer.accelerator=gpu trainer.devices=1)
-check vae-fp32 "${fast[@]}" trainer.precision=32-true
-check vae-bf16 "${fast[@]}" trainer.precision=bf16-mixed
-check vae-16mixed "${fast[@]}" trainer.precision=16-mixed
-check ddp-1gpu "${fast[@]}" trainer=ddp trainer.accelerator=gpu trainer.devices=1 trainer.sync_batchnorm=false
-check fsdp-1gpu "${fast[@]}" trainer=fsdp trainer.accelerator=gpu trainer.devices=1
-check compile-vae "${fast[@]}" compile=true
-check compile-ddpm "${fast[@]}" experiment=mnist_ddpm compile=true
+only=${ONLY:-}  # e.g. ONLY="fsdp-1gpu gpt-500-steps" runs just those checks
+check_if() { [ -z "$only" ] || [[ " $only " == *" $1 "* ]] && check "$@"; }
+check_if vae-fp32 "${fast[@]}" trainer.precision=32-true
+check_if vae-bf16 "${fast[@]}" trainer.precision=bf16-mixed
+check_if vae-16mixed "${fast[@]}" trainer.precision=16-mixed
+check_if ddp-1gpu "${fast[@]}" trainer=ddp trainer.accelerator=gpu trainer.devices=1 trainer.sync_batchnorm=false
+check_if fsdp-1gpu "${fast[@]}" trainer=fsdp trainer.accelerator=gpu trainer.devices=1
+check_if compile-vae "${fast[@]}" compile=true
+check_if compile-ddpm "${fast[@]}" experiment=mnist_ddpm compile=true
 # throughput: the default recipes for a fixed number of steps, bf16, no FID at the end
 long=(trainer=gpu trainer.max_epochs=-1 logger=none callbacks.progress_bar=null callbacks.sample_grid=null)
-check vae-500-steps "${long[@]}" trainer.max_steps=500
-check ddpm-500-steps "${long[@]}" experiment=mnist_ddpm trainer.max_steps=500 callbacks.sample_grid=null
-check gan-1000-steps "${long[@]}" experiment=mnist_gan trainer.max_steps=1000 callbacks.sample_grid=null
+check_if vae-500-steps "${long[@]}" trainer.max_steps=500
+check_if ddpm-500-steps "${long[@]}" experiment=mnist_ddpm trainer.max_steps=500 callbacks.sample_grid=null
+check_if gan-1000-steps "${long[@]}" experiment=mnist_gan trainer.max_steps=1000 callbacks.sample_grid=null
+check_if gpt-500-steps "${long[@]}" experiment=shakespeare_gpt trainer.max_steps=500 callbacks.text_samples=null
