@@ -91,7 +91,12 @@ CASES = [
         "a_file is not a folder; choose another hydra.run.dir",
     ),
     ("non-finite-loss", ["train", "optimizer.lr=1e12"], ONE_LINE, "non-finite loss at step 1"),
-    ("gan-diverges", ["train", "experiment=mnist_gan", "optimizer.lr=1e30"], ONE_LINE, "(train/g_loss is nan: the GAN"),
+    (
+        "gan-diverges",
+        ["train", "experiment=mnist_gan", "optimizer.lr=1e30"],
+        ONE_LINE,
+        "(train/g_loss is nan: the GAN",
+    ),
     (
         "compare-empty-folder",
         ["compare", "{tmp}/empty"],
