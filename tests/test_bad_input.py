@@ -128,13 +128,13 @@ CASES = [
         "resume-checkpoint-of-another-family",
         ["train", "resume={tmp}/gpt.ckpt"],
         ONE_LINE,
-        "do not fit VAE (missing net.decoder",
+        "gpt.ckpt: the checkpoint's weights do not fit VAE (missing net.decoder",
     ),
     (
         "resume-checkpoint-needing-unpickling",
         ["train", "resume={tmp}/pickled.ckpt"],
         ONE_LINE,
-        "holds Python objects beyond tensors and plain values",
+        "holds an object of class argparse.Namespace, beyond tensors and plain values; pass trust_checkpoint=true",
     ),
 ]
 

@@ -9,6 +9,7 @@ disk and renamed over it: a reader sees the old file or the new one, never half 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,10 @@ def load(path: Path, map_location: Any = "cpu", trust: bool = False) -> dict[str
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))  # torch names the first class it refused
+        what = f"an object of class {found.group(1)}" if found else "Python objects"
         raise CheckpointError(
-            f"checkpoint {path} holds Python objects beyond tensors and plain values ({first[:160]}); {TRUST_HINT}"
+            f"checkpoint {path} holds {what}, beyond tensors and plain values; {TRUST_HINT}"
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"checkpoint {path} cannot be read ({error}); use another checkpoint") from None

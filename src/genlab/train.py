@@ -110,7 +110,10 @@ def run(cfg: DictConfig) -> float | None:
             for stale in remove_unfinished_saves(Path(run_dir) / "checkpoints"):
                 log.warning(f"removed {stale.name}, a checkpoint save that was cut off")
             log.info(f"resuming from {ckpt_path}")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+        except CheckpointError as error:
+            raise CheckpointError(f"resume={ckpt_path}: {error}" if ckpt_path else str(error)) from None
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = _scalars(trainer.callback_metrics)
