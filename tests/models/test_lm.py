@@ -167,7 +167,16 @@ def test_nll_is_cross_entropy():
     torch.testing.assert_close(F.cross_entropy(logits.reshape(10, 9), targets.reshape(10)), expected)
 
 
-def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    ("limit", "every", "checkpoint", "straight_steps", "resumed_steps"),
+    [
+        (None, 7, "epoch=1-step=7.ckpt", [5, 10], [10]),  # epoch 1, after two of its five batches
+        # epochs cut to 3 of 5 batches: the checkpoint ends epoch 1, whose loader had 2 batches left
+        (3, 3, "epoch=1-step=6.ckpt", [3, 6, 9, 12], [9, 12]),
+    ],
+    ids=["mid-epoch", "end-of-a-limited-epoch"],
+)
+def test_resume_matches_uninterrupted_run(tmp_path, limit, every, checkpoint, straight_steps, resumed_steps):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
 
     class ValidationSteps(L.Callback):
@@ -184,19 +193,21 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
         )  # fmt: skip
         dm.setup("fit")
         module = tiny_lm(dm.vocab_size)
-        every_7 = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=7, save_top_k=-1)
+        every_n = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1)
         validations = ValidationSteps()
-        trainer = tiny_trainer(root, max_steps=12, callbacks=[every_7, validations])
+        trainer = tiny_trainer(
+            root, max_steps=12, callbacks=[every_n, validations], limit_train_batches=limit
+        )
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         return module, validations.steps
 
     straight, straight_vals = fit(tmp_path / "a")
-    mid_epoch = tmp_path / "a" / "epoch=1-step=7.ckpt"  # epoch 1, after two of its five batches
-    assert mid_epoch.is_file()
-    resumed, resumed_vals = fit(tmp_path / "b", ckpt_path=str(mid_epoch))
+    saved = tmp_path / "a" / checkpoint
+    assert saved.is_file()
+    resumed, resumed_vals = fit(tmp_path / "b", ckpt_path=str(saved))
     # same stream of windows: bitwise equal weights
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    # same epoch boundaries: the resumed epoch 1 ends after its remaining three batches
-    assert straight_vals == [5, 10]
-    assert resumed_vals == [10]
+    # same epoch boundaries (validation after each epoch) in both runs
+    assert straight_vals == straight_steps
+    assert resumed_vals == resumed_steps

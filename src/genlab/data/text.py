@@ -103,6 +103,8 @@ class RandomWindows:
     Windows are drawn with the datamodule's own generator, one batch at a time, as nanoGPT's `get_batch`;
     an "epoch" is just `batches_per_epoch` batches. Lightning saves `state_dict()` with the loop state and
     restores it before iterating again, so a run resumed mid-epoch draws the same batches as an unbroken one.
+    Lightning announces each epoch through `sampler.set_epoch` (as for a DataLoader's sampler): a new epoch
+    starts at position 0 even when the last one was cut short (`trainer.limit_train_batches`).
     """
 
     def __init__(self, tokens: Tensor, block_size: int, batch_size: int, batches_per_epoch: int, seed: int):
@@ -112,8 +114,17 @@ class RandomWindows:
         self.batches_per_epoch = batches_per_epoch
         self.generator = torch.Generator().manual_seed(seed)
         self.position = 0  # batches already handed out in the current epoch
+        self.epoch = 0
         self._resuming = False
         self._offsets = torch.arange(block_size + 1)
+
+    @property
+    def sampler(self) -> RandomWindows:
+        return self  # where Lightning looks for `set_epoch`
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.position, self._resuming = epoch, 0, False
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -138,11 +149,12 @@ class RandomWindows:
         return windows[:, :-1], windows[:, 1:]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "position": self.position}
+        return {"generator": self.generator.get_state(), "position": self.position, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.position = int(state["position"])
+        self.epoch = int(state.get("epoch", self.epoch))
         self._resuming = True
 
 
