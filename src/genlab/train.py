@@ -113,7 +113,8 @@ def run(cfg: DictConfig) -> float | None:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
         except CheckpointError as error:
-            raise CheckpointError(f"resume={ckpt_path}: {error}" if ckpt_path else str(error)) from None
+            named = not ckpt_path or str(ckpt_path) in str(error)
+            raise CheckpointError(str(error) if named else f"resume={ckpt_path}: {error}") from None
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = _scalars(trainer.callback_metrics)
