@@ -103,6 +103,9 @@ def test_metric_checks_bitwise_tolerance_missing_and_nan():
         ("d", True),
         ("e", True),
     ]
+    timed = {"fid/classifier-mnist5k/1000": 31.3, "fidelity_seconds/classifier-mnist5k/1000": 5.2}
+    again = {**timed, "fidelity_seconds/classifier-mnist5k/1000": 6.9}  # the same result, another duration
+    assert [c.metric for c in reproduce.compare_metrics(timed, again, 0.0)] == ["fid/classifier-mnist5k/1000"]
     loose = reproduce.compare_metrics({"b": 100.0}, {"b": 100.5}, 1e-2)
     assert loose[0].ok and loose[0].diff == 0.5
     text = reproduce.table(checks)
