@@ -157,9 +157,12 @@ def plot_finals(comparison: Comparison, out: Path, taken: set[str] | None = None
     ax = fig.add_subplot()
     best = means.index(min(means) if comparison.mode == "min" else max(means))
     colors = ["#dd6b20" if i == best else "#2b6cb0" for i in range(len(means))]
-    ax.bar(range(len(means)), means, yerr=errors, capsize=4 if errors else 0, color=colors)
-    ax.set_xticks(range(len(means)))
-    ax.set_xticklabels(labels, rotation=90 if many else 0, fontsize="x-small" if len(means) > 40 else "small")
+    if many:
+        _many_bars(ax, means, errors, colors, labels)
+    else:
+        ax.bar(range(len(means)), means, yerr=errors, capsize=4 if errors else 0, color=colors)
+        ax.set_xticks(range(len(means)))
+        ax.set_xticklabels(labels, fontsize="small")
     ax.set_ylabel(metric)
     how = (
         f"by {comparison.by}: mean of completed runs, min-max bars" if comparison.groups else "completed runs"
@@ -171,3 +174,27 @@ def plot_finals(comparison: Comparison, out: Path, taken: set[str] | None = None
     path = _file(out, "final", metric, taken)
     _save(fig, path)
     return [path]
+
+
+def _many_bars(
+    ax, means: list[float], errors: list[list[float]] | None, colors: list[str], labels: list[str]
+) -> None:
+    """Bars as one PolyCollection and labels as rotated texts under them, for charts of many runs: 100 bar
+    patches and 100 tick objects (each with its own lines and labels) cost about half of a 100-run chart
+    (0.84 s -> 0.46 s on a busy 2-core CPU), as one Line2D per run did for the curves."""
+    from matplotlib.collections import PolyCollection
+
+    bars = PolyCollection(
+        [[(i - 0.4, 0.0), (i - 0.4, m), (i + 0.4, m), (i + 0.4, 0.0)] for i, m in enumerate(means)],
+        facecolors=colors,
+    )
+    bars.sticky_edges.y.append(0.0)  # the axis starts at 0 without a margin, as with ax.bar
+    ax.add_collection(bars)
+    if errors:
+        ax.errorbar(range(len(means)), means, yerr=errors, fmt="none", ecolor="black", capsize=4)
+    ax.autoscale_view()
+    ax.set_xticks([])
+    below = ax.get_xaxis_transform()  # x in data units, y in axes units
+    size = "x-small" if len(means) > 40 else "small"
+    for i, label in enumerate(labels):
+        ax.text(i, -0.01, label, transform=below, rotation=90, ha="center", va="top", fontsize=size)
