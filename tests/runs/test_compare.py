@@ -238,6 +238,16 @@ def test_differing_keys_ignore_identical_and_path_keys(tmp_path: Path):
     assert differing_keys(load_runs([str(tmp_path)])) == []
 
 
+def test_an_empty_node_beside_a_configured_one_is_one_column(tmp_path: Path, capsys):
+    # scheduler=none composes `scheduler: {}`; the other run's scheduler._target_ already shows the difference
+    make_run(tmp_path, "a", metrics={"val/loss": 1.0}, extra={"scheduler": {}})
+    make_run(tmp_path, "b", metrics={"val/loss": 2.0}, extra={"scheduler": {"_target_": "x.Cosine"}})
+    assert differing_keys(load_runs([str(tmp_path)])) == ["scheduler._target_"]
+    out, _ = compare_output(capsys, str(tmp_path), "--by", "experiment", "--format", "md", "--no-plots")
+    header = out.splitlines()[0].split("|")
+    assert header.count(" experiment ") == 1  # --by experiment: not a second experiment column
+
+
 def test_null_is_a_value_and_absent_is_a_dash(tmp_path: Path, capsys):
     make_run(tmp_path, "a", metrics={"val/loss": 1.0}, extra={"trainer": {"limit_train_batches": None}})
     make_run(tmp_path, "b", metrics={"val/loss": 2.0}, extra={"trainer": {"limit_train_batches": 8}})

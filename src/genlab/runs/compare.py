@@ -90,7 +90,9 @@ def differing_keys(runs: list[Run]) -> list[str]:
         parts = key.split(".")
         return any(".".join(parts[:i]) in targets for i in range(1, len(parts) - (key.endswith("._target_"))))
 
-    return [key for key in differ if not under_changed_target(key)]
+    # `scheduler: {}` in one run beside `scheduler._target_` in another: the deeper key says it
+    nodes = {key for key in differ if any(other.startswith(key + ".") for other in differ)}
+    return [key for key in differ if not under_changed_target(key) and key not in nodes]
 
 
 def _canonical(value: Any) -> str:

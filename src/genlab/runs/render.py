@@ -26,8 +26,8 @@ STATUS_STYLE = {
 def run_table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     """Header and raw cell values, one row per run, best first."""
     keys = list(comparison.keys)
-    if comparison.by and comparison.by not in keys:
-        keys.insert(0, comparison.by)
+    if comparison.by and comparison.by not in keys and comparison.by not in ("experiment", "status"):
+        keys.insert(0, comparison.by)  # experiment and status have their own columns
     header = ["#", "run", "experiment", *keys, "status", "steps", "wall_time_s", *comparison.metrics]
     rows = []
     for run in comparison.runs:
