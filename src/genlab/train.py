@@ -200,6 +200,7 @@ def resume_checkpoint(resume: Any, run_dir: Path) -> str | None:
 def resume_command(overrides: list[str], run_dir: str | Path) -> str:
     """The command that continues this run in its own folder."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
+    kept = [*_config_source_flags(sys.argv[1:]), *kept]  # a reproduced run's own primary config
     return " ".join(
         ["genlab", "train", *map(_quote, kept), f"hydra.run.dir={_quote(str(run_dir))}", "resume=auto"]
     )

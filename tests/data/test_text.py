@@ -191,3 +191,26 @@ def test_missing_path_and_too_small_split(tmp_path):
         make_dm(small)
     with pytest.raises(ConfigError, match="splits"):
         TextDataModule(corpus="text_files", path=str(small), splits=[0.5, 0.2])
+
+
+def test_another_ranks_state_resumes_this_ranks_own_stream(corpus):
+    # under DDP each rank draws from seed + rank, and the checkpoint holds rank 0's state only
+    from genlab.data.text import RandomWindows
+
+    tokens = make_dm(corpus).train_tokens
+
+    def loader(rank: int) -> RandomWindows:
+        return RandomWindows(tokens, block_size=16, batch_size=4, batches_per_epoch=5, seed=10 + rank)
+
+    rank0, rank1 = loader(0), loader(1)
+    it0, it1 = iter(rank0), iter(rank1)
+    for _ in range(3):
+        next(it0), next(it1)
+    state_of_rank0 = rank0.state_dict()
+    expected = [torch.cat(b) for b in it1]  # what rank 1 draws after the checkpoint
+
+    resumed_rank1 = loader(1)
+    resumed_rank1.load_state_dict(state_of_rank0)
+    got = [torch.cat(b) for b in resumed_rank1]
+    assert len(got) == len(expected) == 2
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))

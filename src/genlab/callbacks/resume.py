@@ -106,6 +106,8 @@ class Preemption(L.Callback):
         )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.fit_loop.epoch_loop._should_accumulate():
+            return  # between the micro-batches of one optimiser step: their gradients are in no checkpoint
         received = self._received
         if trainer.world_size > 1:
             received = trainer.strategy.broadcast(received, src=0)
@@ -116,7 +118,14 @@ class Preemption(L.Callback):
         if received in self.HANDED_ON:
             signum = signal.Signals[received]
             self.teardown(trainer, pl_module, "fit")
-            signal.getsignal(signum)(signum, None)  # e.g. submitit: requeue the job, then exit
+            handler = signal.getsignal(signum)
+            try:
+                if callable(handler):
+                    handler(signum, None)  # e.g. submitit: requeue the job, then exit
+            except Exception as error:  # e.g. no requeue left: the checkpoint is saved all the same
+                log.warning(
+                    f"the {received} handler of the launcher failed ({type(error).__name__}: {error})"
+                )
         raise RunInterrupted(received, trainer.global_step, str(self.path))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -112,9 +112,11 @@ class RandomWindows:
         self.block_size = block_size
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.position = 0  # batches already handed out in the current epoch
         self.epoch = 0
+        self.drawn = 0  # batches drawn since the start: another rank's generator is rebuilt from it
         self._resuming = False
         self._offsets = torch.arange(block_size + 1)
 
@@ -142,17 +144,34 @@ class RandomWindows:
 
     def draw(self) -> tuple[Tensor, Tensor]:
         """One batch `(x, y)`, both `(batch_size, block_size)`, y being x shifted by one token."""
-        starts = torch.randint(
-            len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator
-        )
+        starts = self._starts()
         windows = self.tokens[starts[:, None] + self._offsets].long()  # (B, T + 1)
         return windows[:, :-1], windows[:, 1:]
 
+    def _starts(self) -> Tensor:
+        self.drawn += 1
+        return torch.randint(len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "position": self.position, "epoch": self.epoch}
+        return {
+            "generator": self.generator.get_state(),
+            "position": self.position,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "drawn": self.drawn,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        if state.get("seed", self.seed) == self.seed:
+            self.generator.set_state(state["generator"])
+            self.drawn = int(state.get("drawn", 0))
+        else:
+            # another DDP rank's state (the checkpoint holds rank 0's): this rank's own stream, advanced by
+            # as many draws as rank 0's, since every rank draws one batch per step
+            self.generator.manual_seed(self.seed)
+            self.drawn = 0
+            for _ in range(int(state["drawn"])):
+                self._starts()
         self.position = int(state["position"])
         self.epoch = int(state.get("epoch", self.epoch))
         self._resuming = True
