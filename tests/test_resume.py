@@ -190,3 +190,9 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_to_resume_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not list(checkpoints.glob(".*.tmp")), "the unfinished save is cleaned up when the run resumes"
     assert_same_training_state(final_state(tmp_path / "whole"), final_state(run_dir), "killed during save")
+
+    # resuming the finished run trains no batch: the CSV logger's restart must not cost the history
+    metrics = (run_dir / "csv" / "metrics.csv").read_text()
+    again = train(run_dir, *args, "resume=auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "csv" / "metrics.csv").read_text() == metrics

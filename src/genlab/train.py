@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> float | None:
         )  # read before the loggers start
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        continuity.restore()
         if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
             from lightning.pytorch.callbacks import LearningRateMonitor
 

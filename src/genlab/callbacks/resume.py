@@ -168,15 +168,23 @@ class LoggerContinuity(L.Callback):
 
     What the loggers buffered is written at the first batch after each checkpoint (once the rows of the
     checkpointed step are logged), so a kill loses no rows from before the checkpoint. A resumed run is
-    given `earlier_rows`, the CSV rows its killed part wrote (the CSV logger empties its file when it
-    starts); at its first batch, where Lightning knows which logging step comes next, the rows from before
-    that step are put back and the later ones, which this run logs again, dropped. `genlab train` passes the
-    stored wandb id back to the wandb logger, which then continues the same wandb run.
+    given `earlier_rows`, the CSV rows its killed part wrote: the CSV logger empties its file when it
+    starts, so `restore()` writes them back at once (a run that fails before its first batch loses none),
+    and at the first batch, where Lightning knows which logging step comes next, the rows from that step
+    on, which this run logs again, are dropped. `genlab train` passes the stored wandb id back to the wandb
+    logger, which then continues the same wandb run.
     """
 
     def __init__(self, earlier_rows: dict[Any, list[dict[str, str]]] | None = None) -> None:
         self.earlier_rows = dict(earlier_rows or {})
         self._flush = False
+
+    def restore(self) -> None:
+        """Write the earlier rows back (after the loggers started) and make them the logger's header."""
+        for logger, rows in self.earlier_rows.items():
+            header = sorted({key for row in rows for key in row})
+            _write_csv(Path(logger.experiment.metrics_file_path), header, rows)
+            logger.experiment.metrics_keys[:] = header
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._flush = True
@@ -189,9 +197,21 @@ class LoggerContinuity(L.Callback):
         if self.earlier_rows:
             next_step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger, rows in self.earlier_rows.items():
-                logger.experiment.metrics[:0] = [row for row in rows if int(row.get("step", 0)) < next_step]
+                kept = [row for row in rows if int(row.get("step", 0)) < next_step]
+                _write_csv(Path(logger.experiment.metrics_file_path), logger.experiment.metrics_keys, kept)
             self.earlier_rows = {}
         if self._flush:
             for logger in trainer.loggers:
                 logger.save()
             self._flush = False
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    import csv
+
+    from genlab.atomic import atomic_write
+
+    with atomic_write(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
