@@ -196,3 +196,9 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_to_resume_
     again = train(run_dir, *args, "resume=auto")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (run_dir / "csv" / "metrics.csv").read_text() == metrics
+
+    # a resume that cannot load (another architecture) leaves the run as it was, with the reason beside it
+    wrong = train(run_dir, *args, "resume=auto", "model.net.latent_dim=8")
+    assert wrong.returncode == 1 and "comes from another architecture" in wrong.stderr, wrong.stderr[-2000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and "comes from another architecture" in record["resume_error"]

@@ -76,14 +76,19 @@ def is_complete(path: Path) -> bool:
 
 
 def newest_complete(folder: Path) -> Path | None:
-    """The most recently written complete `*.ckpt` in `folder` (hidden temp files of a save are skipped)."""
+    """The complete `*.ckpt` in `folder` furthest into training (its stored global step; the newest file
+    among equals), so copies that lost their timestamps still resume from the latest state. Hidden temp
+    files of a save are skipped."""
     if not folder.is_dir():
         return None
     candidates = [p for p in folder.glob("*.ckpt") if not p.name.startswith(".") and p.is_file()]
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
-        if is_complete(path):
-            return path
-    return None
+    complete = [p for p in candidates if is_complete(p)]
+
+    def progress(path: Path) -> tuple[int, int]:
+        step = resume_info(path).get("global_step")
+        return (-1 if step is None else int(step), path.stat().st_mtime_ns)
+
+    return max(complete, key=progress, default=None)
 
 
 def remove_unfinished_saves(folder: Path) -> list[Path]:

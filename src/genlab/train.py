@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ def run(cfg: DictConfig) -> float | None:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         if continuing:
             _continue_wandb_run(cfg, resumed.get("logger_ids", {}).get("WandbLogger"))
+            # a folder that already holds logs and checkpoints is what resuming means; the CSV rows come back
+            for text in ("Experiment logs directory .* exists", "Checkpoint directory .* exists"):
+                warnings.filterwarnings("ignore", message=text)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
         continuity = LoggerContinuity(
             _csv_rows(loggers) if continuing else None
@@ -116,8 +120,6 @@ def run(cfg: DictConfig) -> float | None:
         except CheckpointError as error:
             named = not ckpt_path or str(ckpt_path) in str(error)
             raise CheckpointError(str(error) if named else f"resume={ckpt_path}: {error}") from None
-        if trainer.interrupted:
-            raise KeyboardInterrupt
         metrics = _scalars(trainer.callback_metrics)
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -153,11 +155,13 @@ def run(cfg: DictConfig) -> float | None:
     except BaseException as error:
         if record is not None:
             reason = (_user_error(error) if isinstance(error, Exception) else None) or error
-            record.finish(
-                "failed",
-                error=f"{type(reason).__name__}: {reason}",
-                steps=getattr(trainer, "global_step", None),
-            )
+            message = f"{type(reason).__name__}: {reason}"
+            step = getattr(trainer, "global_step", None)
+            if continuing and (step is None or step <= (resumed.get("global_step") or 0)):
+                # the resume failed before training went on: the run is as it was, and resumable
+                record.update(status=record.data["resumes"][-1]["previous_status"], resume_error=message)
+            else:
+                record.finish("failed", error=message, steps=step)
         raise
     finally:
         if "genlab.trackers" in sys.modules:  # a wandb logger ran: its files are complete when this returns

@@ -127,7 +127,15 @@ class RunRecord:
         """The record of a run continued in its own folder: running again, with the resume noted."""
         record = cls.load(run_dir)
         resumes = list(record.data.get("resumes") or [])
-        resumes.append({"at": now(), "checkpoint": checkpoint, "step": step, "overrides": list(overrides)})
+        resumes.append(
+            {
+                "at": now(),
+                "checkpoint": checkpoint,
+                "step": step,
+                "overrides": list(overrides),
+                "previous_status": record.data.get("status"),
+            }
+        )
         record._t0 -= float(record.data.get("wall_time_s") or 0.0)  # wall time counts every part of the run
         record.data.update(status="running", finished=None, error=None, resumes=resumes)
         record.save()
