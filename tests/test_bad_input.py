@@ -27,13 +27,44 @@ ONE_LINE = "one line"  # a genlab error: exactly one `error: ...` line
 # `train` cases get `debug=fast` and a fresh `hydra.run.dir` unless they set one.
 CASES = [
     ("unknown-option", ["train", "model=nope"], HYDRA, "Could not find 'model/nope'"),
+    ("no-model", ["train", "model=null"], ONE_LINE, "model: Key 'model' is not in struct"),
     ("misspelt-key", ["train", "optimizer.lrr=1"], HYDRA, "Could not override 'optimizer.lrr'"),
     ("wrong-type", ["train", "optimizer.lr=abc"], ONE_LINE, "optimizer.lr=abc: rejected by torch.optim.Adam"),
     (
         "wrong-type-in-model",
         ["train", "model.net.latent_dim=abc"],
         ONE_LINE,
-        "model.net: Error in call to target 'genlab.nets.conv_vae.ConvVAE': TypeError",
+        "model.net.latent_dim='abc': must be a positive integer",
+    ),
+    (
+        "negative-size",
+        ["train", "model.net.latent_dim=-1"],
+        ONE_LINE,
+        "model.net.latent_dim=-1: must be a positive",
+    ),
+    (
+        "run-dir-in-proc",  # root may "write" there, says os.access; creating the folder says no
+        ["train", "hydra.run.dir=/proc/genlab-run"],
+        ONE_LINE,
+        "hydra.run.dir=/proc/genlab-run cannot be created",
+    ),
+    (
+        "sweep-dir-in-sys",
+        ["train", "-m", "seed=1,2", "hydra.sweep.dir=/sys/genlab-sweep"],
+        ONE_LINE,
+        "hydra.sweep.dir=/sys/genlab-sweep cannot be created",
+    ),
+    (
+        "init-from-missing",
+        ["train", "init_from={tmp}/nope"],
+        ONE_LINE,
+        "/nope: no such file or folder; give a .ckpt file or a run folder",
+    ),
+    (
+        "init-from-another-family",
+        ["train", "init_from={tmp}/gpt.ckpt"],
+        ONE_LINE,
+        "gpt.ckpt does not fit VAE: missing net.",
     ),
     (
         "missing-mandatory",
@@ -129,6 +160,14 @@ CASES = [
         ["train", "resume={tmp}/gpt.ckpt"],
         ONE_LINE,
         "gpt.ckpt: the checkpoint's weights do not fit VAE (missing net.decoder",
+    ),
+    ("sample-missing-run", ["sample", "run={tmp}/nope"], ONE_LINE, "nope does not exist: pass run= a genlab"),
+    ("sample-run-without-checkpoint", ["sample", "run={tmp}/foreign"], ONE_LINE, "foreign has no checkpoint"),
+    (
+        "sample-unknown-option",
+        ["sample", "run={tmp}/outputs/earlier", "nmae=3"],
+        ONE_LINE,
+        "unknown option 'nmae': it is neither an option of this command nor a key of the run's config",
     ),
     (
         "resume-checkpoint-needing-unpickling",
@@ -247,3 +286,13 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path, monkeypatch, cli_i
     with pytest.raises(InstantiationException) as raised:  # Hydra prints it with its traceback
         genlab(args)
     assert "divisible by 4" in str(raised.value.__cause__)
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    """`genlab eval --help | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+
+    shell = f"{sys.executable} -m genlab.cli eval --help | true; echo $" + "{PIPESTATUS[0]}"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.stdout.strip() == "141"  # the status of a writer whose reader left (128 + SIGPIPE)

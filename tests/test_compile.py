@@ -48,5 +48,5 @@ def test_training_run_with_compile(tmp_path: Path):
     )
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["steps"] == 4
-    state = torch.load(record["best_checkpoint"], weights_only=True)["state_dict"]
+    state = torch.load(run_dir / record["best_checkpoint"], weights_only=True)["state_dict"]
     assert not any("_orig_mod" in key for key in state)

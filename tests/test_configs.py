@@ -77,3 +77,28 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
                 continue
         obj = instantiate(node, _convert_="all")
         assert obj is not None, path
+
+
+LIGHTNING_DEBUG_FLAGS = ("fast_dev_run", "overfit_batches", "profiler", "detect_anomaly")
+
+
+def test_trainer_options_are_trainer_arguments_and_debug_flags_need_no_plus(tmp_path: Path):
+    import inspect
+
+    import lightning as L
+
+    parameters = inspect.signature(L.Trainer.__init__).parameters
+    trainer = OmegaConf.load(CONF / "trainer" / "default.yaml")
+    assert set(trainer) - {"_target_"} <= set(parameters)
+    for flag in LIGHTNING_DEBUG_FLAGS:  # declared with Lightning's own defaults
+        assert trainer[flag] == parameters[flag].default, flag
+    cfg = compose_train(
+        [
+            "trainer.fast_dev_run=2",
+            "trainer.overfit_batches=3",
+            "trainer.profiler=simple",
+            "trainer.detect_anomaly=true",
+        ],
+        tmp_path,
+    )
+    assert [cfg.trainer[flag] for flag in LIGHTNING_DEBUG_FLAGS] == [2, 3, "simple", True]

@@ -74,7 +74,7 @@ def _example_noise(image: Tensor, step: int, latent_dim: int) -> Tensor:
 def _trained_weights(run_dir: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["steps"] == STEPS, record
-    final = torch.load(record["best_checkpoint"], weights_only=True)["state_dict"]
+    final = torch.load(run_dir / record["best_checkpoint"], weights_only=True)["state_dict"]
     return torch.load(run_dir / "initial.pt", weights_only=True), final
 
 

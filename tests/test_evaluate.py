@@ -36,7 +36,7 @@ def test_eval_of_run_matches_its_own_test_metrics(run_dir: Path, capsys):
     main([f"run={run_dir}", "novelty.n_samples=20", "full_split=false"])
     printed = capsys.readouterr().out
     record = json.loads((run_dir / "run.json").read_text())
-    ckpt = Path(record["best_checkpoint"])
+    ckpt = run_dir / record["best_checkpoint"]  # relative to the run dir (an absolute path also joins)
     report = json.loads(ckpt.with_name(f"{ckpt.stem}.eval.json").read_text())
     assert report["checkpoint"] == str(ckpt) and report["split"] == "test"
     metrics = report["metrics"]
@@ -163,7 +163,7 @@ def test_lm_eval_matches_the_run_and_covers_the_full_split(tmp_path: Path, capsy
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "run.json").read_text())
-    ckpt = Path(record["best_checkpoint"])
+    ckpt = run_dir / record["best_checkpoint"]  # relative to the run dir (an absolute path also joins)
     out = ckpt.with_name(f"{ckpt.stem}.eval.json")
 
     main([f"ckpt={ckpt}", "full_split=false"])  # the run's own 8 test windows: the same numbers

@@ -1,9 +1,11 @@
-"""Kill a `genlab train` process, resume it, and compare with a run that was never interrupted: bitwise.
+"""Stop a `genlab train` process, resume it, and compare with a run that was never interrupted: bitwise.
 
 Every family trains for 3 short epochs on CPU with `trainer.deterministic=true`, checkpointing every 4
-steps; the interrupted run is SIGKILLed at a random step after its first checkpoint (the step and the
-moment within it are printed on failure) and continued with `resume=auto` in its own folder. Weights,
-EMA weights, optimiser and scheduler states and the datamodule's sampler state must all be `torch.equal`.
+steps; the interrupted run is stopped (SIGKILL at a step drawn from a fixed seed, right after the epoch-end
+checkpoint, right after a save, or by a signal) and continued with `resume=auto` in its own folder.
+Weights, EMA weights, optimiser and scheduler states and the datamodule's sampler state must all be
+`torch.equal`, and csv/metrics.csv must hold every row once: byte-equal to the uninterrupted run's.
+Each family's uninterrupted run is trained once per test process and shared.
 """
 
 from __future__ import annotations
@@ -73,6 +75,35 @@ def overrides(family: str, tmp_path: Path) -> list[str]:
     return args
 
 
+_WHOLE: dict[str, Path] = {}
+
+
+def whole_run(family: str, tmp_path_factory) -> Path:
+    """The uninterrupted run of `family`, trained once per test process."""
+    if family not in _WHOLE:
+        folder = tmp_path_factory.mktemp(f"whole-{family}")
+        result = train(folder / "run", *overrides(family, folder))
+        assert result.returncode == 0, result.stderr[-2000:]
+        _WHOLE[family] = folder / "run"
+    return _WHOLE[family]
+
+
+def stopped_then_resumed(family: str, tmp_path: Path, whole: Path, stop: list[str], context: str, code: int):
+    """Stop a run of `family` with the `stop` overrides, resume it in its folder, and check it against `whole`."""
+    args = overrides(family, whole.parent)  # the same corpus file as the whole run
+    run_dir = tmp_path / "stopped"
+    stopped = train(run_dir, *args, *stop)
+    assert stopped.returncode == code, f"{context}: {stopped.stderr[-2000:]}"
+    resumed = train(run_dir, *args, "resume=auto")
+    assert resumed.returncode == 0, f"{context}: {resumed.stderr[-3000:]}"
+    assert_same_training_state(final_state(whole), final_state(run_dir), context)
+    # the resumed run logged the steps after its checkpoint once, not twice, and lost none before it
+    assert (run_dir / "csv" / "metrics.csv").read_text() == (whole / "csv" / "metrics.csv").read_text(), (
+        context
+    )
+    return run_dir
+
+
 def train(run_dir: Path, *args: str):
     return run_genlab("train", *args, f"hydra.run.dir={run_dir}", env={"PYTHONPATH": str(Path.cwd())})
 
@@ -108,33 +139,78 @@ def assert_equal(a, b, where: str) -> None:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(family, tmp_path):
-    args = overrides(family, tmp_path)
-    whole = train(tmp_path / "whole", *args)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    uninterrupted = final_state(tmp_path / "whole")
-
-    # after the first checkpoint (step 4), and before the end
-    step, hook = random.randint(5, STEPS[family] - 2), random.choice(["batch_start", "batch_end"])
-    context = f"{family}: killed at step {step} ({hook})"
-    run_dir = tmp_path / "killed"
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(family, tmp_path, tmp_path_factory):
+    whole = whole_run(family, tmp_path_factory)
+    # after the first checkpoint (step 4), and before the end; drawn from a fixed seed so a failure reproduces
+    rng = random.Random(f"kill-{family}")
+    step, hook = rng.randint(5, STEPS[family] - 2), rng.choice(["batch_start", "batch_end"])
     kill = ["+callbacks.kill._target_=tests.kill.KillAtStep", f"+callbacks.kill.step={step}"]
-    killed = train(run_dir, *args, *kill, f"+callbacks.kill.hook={hook}")
-    assert killed.returncode == -9, f"{context}: {killed.stderr[-2000:]}"
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # SIGKILL: no goodbye
-
-    resumed = train(run_dir, *args, "resume=auto")
-    assert resumed.returncode == 0, f"{context}: {resumed.stderr[-3000:]}"
+    run_dir = stopped_then_resumed(
+        family,
+        tmp_path,
+        whole,
+        [*kill, f"+callbacks.kill.hook={hook}"],
+        f"{family}: killed at step {step} ({hook})",
+        -9,
+    )
     record = json.loads((run_dir / "run.json").read_text())
     (resume,) = record["resumes"]
-    assert Path(resume["checkpoint"]).parent == run_dir / "checkpoints" and 4 <= resume["step"] <= step, (
-        context
+    assert resume["checkpoint"].startswith("checkpoints/") and 4 <= resume["step"] <= step, resume
+
+
+# the first step of the second epoch: the epoch-end checkpoint (written after validation) is newer than
+# last.ckpt (step 4), so resume=auto continues from it, as a killed default run does
+SECOND_EPOCH = {"vae": 6, "gan": 12, "ddpm": 6, "gpt": 6}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_run_resumed_from_its_epoch_end_checkpoint_equals_the_uninterrupted_one(
+    family, tmp_path, tmp_path_factory
+):
+    whole = whole_run(family, tmp_path_factory)
+    step = SECOND_EPOCH[family]
+    kill = [
+        "+callbacks.kill._target_=tests.kill.KillAtStep",
+        f"+callbacks.kill.step={step}",
+        "+callbacks.kill.hook=batch_start",
+    ]
+    run_dir = stopped_then_resumed(
+        family, tmp_path, whole, kill, f"{family}: killed after the epoch-end checkpoint", -9
     )
-    assert_same_training_state(uninterrupted, final_state(run_dir), context)
-    # the resumed run logged the steps after its checkpoint once, not twice, and lost none before it
-    assert (run_dir / "csv" / "metrics.csv").read_text() == (
-        tmp_path / "whole" / "csv" / "metrics.csv"
-    ).read_text()
+    (resume,) = json.loads((run_dir / "run.json").read_text())["resumes"]
+    assert resume["checkpoint"] == f"checkpoints/epoch000-step{step:06d}.ckpt", resume
+
+
+@pytest.mark.parametrize(
+    "family, stop, code",
+    [
+        (
+            "vae",
+            [
+                "+callbacks.kill._target_=tests.kill.KillAtStep",
+                "+callbacks.kill.step=7",
+                "+callbacks.kill.sig=SIGINT",
+            ],
+            130,
+        ),
+        (
+            "gan",
+            [
+                "+callbacks.kill._target_=tests.kill.KillAtStep",
+                "+callbacks.kill.step=7",
+                "+callbacks.kill.sig=SIGTERM",
+            ],
+            143,
+        ),
+        ("vae", ["+callbacks.kill._target_=tests.kill.KillAfterSave", "+callbacks.kill.step=8"], -9),
+    ],
+    ids=["vae-SIGINT", "gan-SIGTERM", "vae-SIGKILL-right-after-a-save"],
+)
+def test_a_stop_right_after_a_checkpoint_loses_no_metrics_row(family, stop, code, tmp_path, tmp_path_factory):
+    """The checkpoint of a step is written before Lightning logs that step's row: the row travels with it."""
+    stopped_then_resumed(
+        family, tmp_path, whole_run(family, tmp_path_factory), stop, f"{family}: {stop}", code
+    )
 
 
 def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes_bitwise(tmp_path):
@@ -155,8 +231,8 @@ def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes_bitwise(
         "interrupted",
         7,
     )  # the step the signal arrived in, finished
-    assert record["last_checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
-    assert torch.load(record["last_checkpoint"], weights_only=True)["global_step"] == 7
+    assert record["last_checkpoint"] == "checkpoints/last.ckpt"  # relative: run dirs move
+    assert torch.load(run_dir / record["last_checkpoint"], weights_only=True)["global_step"] == 7
 
     command = re.search(r"^resume with: (genlab train .*)$", preempted.stderr, re.MULTILINE)
     assert command, preempted.stderr[-2000:]
@@ -171,11 +247,18 @@ def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes_bitwise(
     assert len(parts) == 2 and len({part.name.rsplit("-", 1)[1] for part in parts}) == 1, parts
 
 
-def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_to_resume_from(tmp_path):
-    args = overrides("vae", tmp_path)
-    whole = train(tmp_path / "whole", *args)
-    assert whole.returncode == 0, whole.stderr[-2000:]
+def files_of(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run dir with its bytes, but for the folders each resume attempt adds to .hydra/."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and not p.relative_to(run_dir).parts[:2][-1].startswith("resume-")
+    }
 
+
+def test_kill_during_a_save_then_failed_resumes_then_a_completed_run_resumed(tmp_path, tmp_path_factory):
+    whole = whole_run("vae", tmp_path_factory)
+    args = overrides("vae", whole.parent)
     run_dir = tmp_path / "killed"
     # writes half of the step-12 checkpoint, then SIGKILLs the process
     killer = ["+callbacks.kill._target_=tests.kill.KillDuringSave", "+callbacks.kill.step=9"]
@@ -185,20 +268,57 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_to_resume_
     partial = list(checkpoints.glob(".last.ckpt.*.tmp"))
     assert len(partial) == 1 and partial[0].stat().st_size > 0  # the save really was cut off half-way
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 8  # the one before
+    partial[0].unlink()  # (resuming removes it; here it would only stand in the way of comparing bytes)
+
+    # resumes that fail before training goes on leave every file of the run as it was, byte for byte
+    before = files_of(run_dir)
+    for bad, says in [
+        (["model.net.latent_dim=8"], "comes from another architecture"),
+        (["optimizer.lr=abc"], "optimizer.lr=abc"),
+        (["optimizer.lr=1e-4"], "init_from="),  # resume continues exactly: a new lr is a new start
+    ]:
+        failed = train(run_dir, *args, *bad, "resume=auto")
+        assert failed.returncode == 1 and says in failed.stderr, (bad, failed.stderr[-2000:])
+        assert len([line for line in failed.stderr.splitlines() if line.startswith("error:")]) == 1
+        assert files_of(run_dir) == before, bad
+    attempts = sorted((run_dir / ".hydra").glob("resume-*"))
+    assert len(attempts) == 3 and all(
+        (a / "config.yaml").is_file() and (a / "error.txt").is_file() for a in attempts
+    )
 
     resumed = train(run_dir, *args, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert not list(checkpoints.glob(".*.tmp")), "the unfinished save is cleaned up when the run resumes"
-    assert_same_training_state(final_state(tmp_path / "whole"), final_state(run_dir), "killed during save")
+    assert_same_training_state(final_state(whole), final_state(run_dir), "killed during save")
+    assert (run_dir / "csv" / "metrics.csv").read_text() == (whole / "csv" / "metrics.csv").read_text()
 
-    # resuming the finished run trains no batch: the CSV logger's restart must not cost the history
-    metrics = (run_dir / "csv" / "metrics.csv").read_text()
+    # resuming the completed run says so in one line and changes nothing
+    finished = files_of(run_dir)
     again = train(run_dir, *args, "resume=auto")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert (run_dir / "csv" / "metrics.csv").read_text() == metrics
+    assert again.returncode == 0 and "already complete" in again.stdout + again.stderr, again.stderr[-2000:]
+    assert files_of(run_dir) == finished
 
-    # a resume that cannot load (another architecture) leaves the run as it was, with the reason beside it
-    wrong = train(run_dir, *args, "resume=auto", "model.net.latent_dim=8")
-    assert wrong.returncode == 1 and "comes from another architecture" in wrong.stderr, wrong.stderr[-2000:]
+    # ...unless more training is asked for: then it trains on, in the same folder
+    longer = train(
+        run_dir,
+        *[a for a in args if not a.startswith("trainer.max_epochs")],
+        "trainer.max_epochs=4",
+        "resume=auto",
+    )
+    assert longer.returncode == 0, longer.stderr[-3000:]
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "completed" and "comes from another architecture" in record["resume_error"]
+    assert (record["status"], record["steps"], len(record["resumes"])) == ("completed", 24, 2)
+    assert record["resumes"][-1]["config"].startswith(".hydra/resume-")
+
+
+def test_ctrl_c_twice_stops_at_once_with_the_shells_status_for_sigint(tmp_path):
+    stop = ["+callbacks.kill._target_=tests.kill.KillAtStep", "+callbacks.kill.step=5"]
+    stopped = train(
+        tmp_path / "run",
+        *overrides("vae", tmp_path),
+        *stop,
+        "+callbacks.kill.sig=SIGINT",
+        "+callbacks.kill.repeat=2",
+    )
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"

@@ -102,7 +102,7 @@ def test_sweep_records_trials_fails_bad_ones_and_resumes(tmp_path: Path):
         record = json.loads((sweep_dir / str(trial.number) / "run.json").read_text())
         if trial.params["model.net.latent_dim"] == -1:
             assert trial.state == TrialState.FAIL and record["status"] == "failed"
-            assert "negative dimension" in trial.user_attrs["fail_reason"]
+            assert "must be a positive integer" in trial.user_attrs["fail_reason"]
         else:
             assert trial.state == TrialState.COMPLETE and record["status"] == "completed"
             assert trial.value == record["metrics"]["val/loss"]
@@ -204,8 +204,36 @@ def test_trials_left_running_by_an_interrupted_sweep_are_closed_and_not_counted(
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
     study.tell(study.ask(), 1.0)
     study.tell(study.ask(), state=TrialState.FAIL)
-    study.ask()  # the sweep was killed while this one trained
-    _close_interrupted(study)
+    study.ask()  # the sweep was killed while this one trained: its run.json still says running
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "run.json").write_text(json.dumps({"status": "running"}))
+    _close_interrupted(study, tmp_path)
     done, failed, interrupted = study.trials
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"] == INTERRUPTED
     assert _finished(study) == 2  # a resumed sweep redoes the interrupted slot
+    assert json.loads((tmp_path / "2" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_resumed_study_asks_new_points_not_its_first_ones_again(tmp_path: Path):
+    from hydra_plugins.genlab_optuna_sweeper.sweeper import _build
+
+    sampler = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 0})
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "latent_dim": CategoricalDistribution([4, 8, 16])}
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=storage, study_name="s", sampler=_build(sampler))
+    first = []
+    for _ in range(2):
+        trial = study.ask(space)
+        first.append(trial.params)
+        study.tell(trial, 1.0)
+    # the sweep is run again (after a kill): the same seeded sampler config, built for a study of 2 trials
+    resumed = optuna.load_study(storage=storage, study_name="s")
+    resumed.sampler = _build(sampler, seed_offset=len(resumed.trials))
+    later = [resumed.ask(space).params for _ in range(2)]
+    assert not any(point in first for point in later), (first, later)
+    # and the offset is the same every time: a resumed sweep is as repeatable as a fresh one
+    again = _build(sampler, seed_offset=2)
+    fresh = optuna.create_study(sampler=again)
+    assert fresh.ask(space).params["lr"] == pytest.approx(
+        optuna.create_study(sampler=_build(sampler, seed_offset=2)).ask(space).params["lr"]
+    )

@@ -33,7 +33,10 @@ def test_tiny_run_writes_record_checkpoint_and_samples(tmp_path: Path):
     for name in ("val/loss", "val/elbo", "test/loss"):
         assert name in record["metrics"], sorted(record["metrics"])
         assert record["metrics"][name] == record["metrics"][name]  # not NaN
-    assert Path(record["best_checkpoint"]).is_file()
+    assert (
+        record["best_checkpoint"].startswith("checkpoints/")
+        and (run_dir / record["best_checkpoint"]).is_file()
+    )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     png = run_dir / "samples" / "last.png"
@@ -111,3 +114,70 @@ def test_help_answers_without_importing_torch(args):
     assert "NO_TORCH" in result.stdout, result.stderr
     if args[0] == "train":
         assert "model: " in result.stdout and "optimizer: adam, adamw, sgd" in result.stdout
+
+
+def test_every_debug_preset_runs(tmp_path: Path):
+    """`debug=fast|fdr|limit|overfit|profiler` (every file of conf/debug/), each a short CPU run of the
+    default recipe; one multirun, so torch and Lightning are imported once."""
+    presets = sorted(p.stem for p in (REPO / "conf" / "debug").glob("*.yaml"))
+    sweep = tmp_path / "sweep"
+    result = run_genlab("train", "-m", f"debug={','.join(presets)}", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {}
+    for path in sweep.glob("*/run.json"):
+        record = json.loads(path.read_text())
+        (preset,) = [o.removeprefix("debug=") for o in record["overrides"] if o.startswith("debug=")]
+        assert record["status"] == "completed", (preset, record.get("error"))
+        runs[preset] = (path.parent, record)
+    assert sorted(runs) == presets
+    assert runs["fdr"][1]["steps"] == 1  # fast_dev_run: one batch
+    assert runs["limit"][1]["steps"] == 3 * 4  # three epochs of four batches
+    losses = [float(row["train/loss"]) for row in _csv_rows(runs["overfit"][0]) if row.get("train/loss")]
+    assert len(losses) == 100 and losses[-1] < 0.5 * losses[0], losses  # one batch, learnt
+    assert "Profiler Report" in (runs["profiler"][0] / "train.log").read_text()
+    # Lightning's litlogger advert, a torch deprecation inside Lightning, a FLOPs column of zeros
+    for noise in ("litlogger", "LeafSpec", "FLOPs"):
+        assert noise not in result.stdout + result.stderr, noise
+
+
+def test_callbacks_none_and_early_stopping(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    result = run_genlab(
+        "train", "-m", "debug=limit", "callbacks=none,early_stopping",
+        # a threshold every val/loss meets: early stopping ends the run after its first epoch
+        # (`++`: callbacks=none has no early_stopping entry; there the key is ignored, having no _target_)
+        "++callbacks.early_stopping.stopping_threshold=1e9", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    none, early = (read_record(sweep / job) for job in ("0", "1"))
+    assert none["status"] == early["status"] == "completed"
+    assert none["steps"] == 3 * 4 and not (sweep / "0" / "samples").exists()  # no sample grid
+    assert early["steps"] == 4  # stopped after the first epoch
+
+
+def _csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_shorter_than_an_epoch_validates_at_its_last_step(tmp_path: Path):
+    """`trainer.max_steps=3` ends long before the first epoch (250 batches): it validates once, at the end."""
+    run_dir = tmp_path / "run"
+    short = ["debug=fast", "trainer.limit_train_batches=null", "trainer.max_steps=3", "logger=csv"]
+    result = run_genlab("train", *short, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_record(run_dir)
+    assert record["steps"] == 3 and "val/loss" in record["metrics"] and "objective_missing" not in record
+    assert record["best_checkpoint"] == "checkpoints/epoch000-step000003.ckpt"
+    assert len([row for row in _csv_rows(run_dir) if row.get("val/loss")]) == 1
+
+
+def test_a_run_whose_objective_is_missing_says_so_in_its_record(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_genlab("train", "debug=fast", "objective.metric=val/nope", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_record(run_dir)
+    assert record["status"] == "completed"
+    assert record["objective_missing"].startswith("objective metric 'val/nope' was not logged; logged: [")

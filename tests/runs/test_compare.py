@@ -256,6 +256,38 @@ def test_null_is_a_value_and_absent_is_a_dash(tmp_path: Path, capsys):
     assert [r["trainer.limit_train_batches"] for r in parse_markdown(out)] == ["null", "8", "—"]
 
 
+def test_init_from_column_names_the_source_run_shortly(tmp_path: Path, capsys):
+    base = make_run(tmp_path, "base", metrics={"val/loss": 1.0}, extra={"init_from": None})
+    for name, source, step in (
+        ("tuned", base / "checkpoints" / "epoch=1-step=40.ckpt", 40),  # a run being compared: its name
+        ("tuned_elsewhere", Path("/old/runs/2026-01-01_10-00-00_gpt/checkpoints/last.ckpt"), 7),
+        ("tuned_file", Path("/models/gpt.ckpt"), None),
+    ):
+        run = make_run(tmp_path, name, metrics={"val/loss": 0.5}, extra={"init_from": str(source)})
+        record = json.loads((run / "run.json").read_text())
+        record["init_from"] = {"checkpoint": str(source), "step": step}
+        (run / "run.json").write_text(json.dumps(record))
+    # asked for but never loaded (failed first): the config's value, without a step
+    make_run(tmp_path, "failed", status="failed", extra={"init_from": str(base)})
+
+    out, _ = compare_output(capsys, str(tmp_path), "--format", "csv", "--no-plots")
+    rows = {r["run"]: r for r in csv.DictReader(io.StringIO(out))}
+    header = out.splitlines()[0].split(",")
+    assert header[:4] == ["#", "run", "experiment", "init_from"] and header.count("init_from") == 1
+    assert {name: row["init_from"] for name, row in rows.items()} == {
+        "tuned": "base@40",
+        "tuned_elsewhere": "2026-01-01_10-00-00_gpt@7",
+        "tuned_file": "gpt.ckpt",
+        "base": "",
+        "failed": "base",
+    }
+    out, _ = compare_output(capsys, str(tmp_path), "--format", "md", "--no-plots")
+    assert {r["run"]: r["init_from"] for r in parse_markdown(out)}["base"] == "—"
+    # no fine-tuned run, no column
+    out, _ = compare_output(capsys, str(base), "--format", "csv", "--no-plots")
+    assert "init_from" not in out.splitlines()[0]
+
+
 def test_paths_globs_and_short_names(sweep: Path, capsys):
     out, _ = compare_output(capsys, str(sweep / "[01]"), "--format", "csv", "--no-plots")
     assert [r["run"] for r in csv.DictReader(io.StringIO(out))] == ["1", "0"]

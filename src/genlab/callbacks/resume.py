@@ -21,7 +21,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+
+from genlab.callbacks.checkpoints import RunCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,57 @@ class StepSeed(L.Callback):
         torch.manual_seed(value)  # seeds CUDA's generators too
         np.random.seed(value % 2**32)
         random.seed(value)
+
+
+class ResumePosition(L.Callback):
+    """Puts a resumed run where its checkpoint stood: the step its next metrics row is logged at, and the
+    epoch its training samplers draw. `genlab train` always adds it, first.
+
+    Lightning 2.6 restores both wrongly from a checkpoint written after an epoch's last batch (the monitored
+    `val/loss` checkpoint, written when validation ends): it runs an empty extra epoch, so the samplers are
+    told one epoch too many and the logging step comes out one high. Here the logging step the next batch
+    will use is kept in this callback's own checkpointed state, and at the start of every epoch the
+    samplers are told `trainer.current_epoch`, which Lightning does restore correctly.
+    """
+
+    def __init__(self) -> None:
+        self.next_logging_step = 0
+        self._restored: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_logging_step": self.next_logging_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = int(state_dict["next_logging_step"])
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.utilities import CombinedLoader
+
+        loaders = trainer.train_dataloader
+        flat = loaders.flattened if isinstance(loaders, CombinedLoader) else [loaders]
+        for loader in flat:
+            for sampler in {id(s): s for s in _samplers(loader)}.values():
+                sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._restored is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._restored
+            self._restored = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        self.next_logging_step = epoch_loop._batches_that_stepped + (
+            0 if epoch_loop._should_accumulate() else 1
+        )
+
+
+def _samplers(loader: Any) -> list[Any]:
+    """The objects of a DataLoader that Lightning tells the epoch (`set_epoch`), as it finds them."""
+    found = [
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ]
+    return [s for s in found if s is not None and callable(getattr(s, "set_epoch", None))]
 
 
 class RunInterrupted(BaseException):
@@ -83,6 +135,7 @@ class Preemption(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self._received: str | None = None
         self._previous: dict[int, Any] = {}
+        self.forced = False  # a second Ctrl-C stopped the run at once
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its own handlers (just before training starts); they come back at teardown
@@ -98,6 +151,7 @@ class Preemption(L.Callback):
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self._received is not None and signum == signal.SIGINT:
+            self.forced = True
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         self._received = name
         log.warning(
@@ -135,10 +189,10 @@ class Preemption(L.Callback):
         self._previous = {}
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(RunCheckpoint):
     """`checkpoints/last.ckpt` every `every_n_train_steps` steps and once more when training ends.
 
-    A ModelCheckpoint with no monitor that keeps one file: `resume=auto` continues from it, and the final
+    A checkpoint callback with no monitor that keeps one file: `resume=auto` continues from it, and the final
     one lets a finished run train on (`resume=<run dir> trainer.max_epochs=<more>`).
     """
 
@@ -164,46 +218,97 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class LoggerContinuity(L.Callback):
-    """Loggers a resumed run can continue: flushed after every checkpoint, with the wandb run id in it.
+    """Loggers a resumed run can continue, so that its metrics hold every row once after any kind of stop.
 
-    What the loggers buffered is written at the first batch after each checkpoint (once the rows of the
-    checkpointed step are logged), so a kill loses no rows from before the checkpoint. A resumed run is
-    given `earlier_rows`, the CSV rows its killed part wrote: the CSV logger empties its file when it
-    starts, so `restore()` writes them back at once (a run that fails before its first batch loses none),
-    and at the first batch, where Lightning knows which logging step comes next, the rows from that step
-    on, which this run logs again, are dropped. `genlab train` passes the stored wandb id back to the wandb
-    logger, which then continues the same wandb run.
+    A checkpoint written at the end of a training step is written before Lightning logs that step's row;
+    a run stopped right after (a signal, a kill) would lose the row, and the resumed run starts after it.
+    So the checkpoint carries the row (`genlab_pending_rows`), and the loggers are flushed at every save.
+    A resumed run is given `earlier_rows`, the CSV rows its stopped part wrote, and the checkpoint's
+    pending rows: the CSV logger empties its file when it starts, so `restore()` writes them back at once
+    (a run that fails before its first batch loses none) with any pending row the stopped part did not get
+    to write; at the first batch, where the logging step is known, the rows from that step on, which this
+    run logs again, are dropped. The wandb run id is stored too, and `genlab train` gives it back to the
+    wandb logger, which then continues the same wandb run.
     """
 
-    def __init__(self, earlier_rows: dict[Any, list[dict[str, str]]] | None = None) -> None:
+    def __init__(
+        self,
+        earlier_rows: dict[Any, list[dict[str, str]]] | None = None,
+        pending_rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.earlier_rows = dict(earlier_rows or {})
-        self._flush = False
+        self.pending_rows = list(pending_rows or [])
+        self._in_step = False  # between a training step's end and the logging of its row
 
-    def restore(self) -> None:
-        """Write the earlier rows back (after the loggers started) and make them the logger's header."""
+    def restore(self, loggers: list) -> None:
+        """Write the earlier rows back (after the loggers started) and make them the logger's header; hand
+        the rows the stopped part did not log to every logger."""
+        missing = [
+            row
+            for row in self.pending_rows
+            if not any(_holds(r, row) for rows in self.earlier_rows.values() for r in rows)
+        ]
         for logger, rows in self.earlier_rows.items():
+            rows += [{key: str(value) for key, value in row.items()} for row in missing]
             header = sorted({key for row in rows for key in row})
             _write_csv(Path(logger.experiment.metrics_file_path), header, rows)
             logger.experiment.metrics_keys[:] = header
+        for logger in loggers if missing else []:
+            if logger not in self.earlier_rows:
+                for row in missing:
+                    values = {k: v for k, v in row.items() if k != "step"}
+                    logger.log_metrics(values, step=int(row["step"]))
+                logger.save()
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._flush = True
         ids = {
             type(lg).__name__: str(lg.version) for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"
         }
         checkpoint["genlab_logger_ids"] = ids
+        checkpoint["genlab_pending_rows"] = self._row_to_come(trainer) if self._in_step else []
+        for logger in trainer.loggers:  # what was logged before this checkpoint is on disk with it
+            logger.save()
+
+    @staticmethod
+    def _row_to_come(trainer: L.Trainer) -> list[dict[str, Any]]:
+        """The row Lightning logs for this step once the step's end hooks are done (as its logger connector
+        builds it: the step's logged values, the epoch, at the current logging step), if it logs one."""
+        connector = trainer._logger_connector
+        if not trainer.loggers or not connector.should_update_logs:
+            return []
+        from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+
+        values = convert_tensors_to_scalars(connector.metrics["log"])
+        if not values:
+            return []
+        values.setdefault("epoch", trainer.current_epoch)
+        return [{**values, "step": trainer.fit_loop.epoch_loop._batches_that_stepped}]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._in_step = True
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._in_step = False
         if self.earlier_rows:
             next_step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger, rows in self.earlier_rows.items():
                 kept = [row for row in rows if int(row.get("step", 0)) < next_step]
                 _write_csv(Path(logger.experiment.metrics_file_path), logger.experiment.metrics_keys, kept)
             self.earlier_rows = {}
-        if self._flush:
-            for logger in trainer.loggers:
-                logger.save()
-            self._flush = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._in_step = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._in_step = False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._in_step = False
+
+
+def _holds(row: dict[str, str], pending: dict[str, Any]) -> bool:
+    """Whether a CSV row read back is the pending row (same step, every one of its metrics present)."""
+    return str(row.get("step")) == str(pending["step"]) and all(key in row for key in pending)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:

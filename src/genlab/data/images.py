@@ -73,6 +73,9 @@ class ImageDataModule(L.LightningDataModule):
         seed: seeds the train sampler's own generator (the order of batches).
         split_seed: draws the splits; kept apart from `seed` so that runs with different seeds are
             trained and evaluated on the same images and their metrics compare.
+        classes: keep only images with these labels, in every split, after splitting (fine-tuning on one
+            digit): a subset's val/test images are the full dataset's val/test images of those classes.
+            Labels keep their ids and `num_classes` stays the dataset's. None keeps every image.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class ImageDataModule(L.LightningDataModule):
         max_samples: int | None = None,
         seed: int = 42,
         split_seed: int = 0,
+        classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if dataset not in image_sources.DATASETS:
@@ -108,6 +112,7 @@ class ImageDataModule(L.LightningDataModule):
         self.max_samples = None if max_samples is None else int(max_samples)
         self.seed = int(seed)
         self.split_seed = int(split_seed)
+        self.classes = _check_classes(classes)
         self.num_classes: int | None = None  # known once setup() has read the data
         self.data: dict[str, InMemoryImages] = {}
         self.split_indices: dict[str, Tensor] = {}  # positions in the source set (official test set for test)
@@ -136,6 +141,8 @@ class ImageDataModule(L.LightningDataModule):
             else:
                 parts["test"] = torch.randperm(len(official_test), generator=generator)[: self.max_samples]
             sources["test"] = official_test
+        if self.classes is not None:
+            parts = self._keep_classes(parts, sources, pool.num_classes)
         data = {}  # filled completely before it is published: a bad file leaves the module unset
         for split, indices in parts.items():
             images = sources[split].take(indices)
@@ -147,6 +154,33 @@ class ImageDataModule(L.LightningDataModule):
         self.sampler = ResumableRandomSampler(len(self.data["train"]), sampler_seed)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
+
+    def _keep_classes(
+        self, parts: dict[str, Tensor], sources: dict[str, image_sources.ImageSource], num_classes: int
+    ) -> dict[str, Tensor]:
+        """Each split's positions whose label is one of `classes`: filtered after the split, so the split
+        an image falls in does not depend on which classes are kept."""
+        if num_classes == 0:
+            raise DataError(
+                f"data.classes={list(self.classes)}: {self.dataset} at {self.root} has no labels (images "
+                "in sub-folders are labelled by folder): remove data.classes"
+            )
+        unknown = [c for c in self.classes if not 0 <= c < num_classes]
+        if unknown:
+            raise DataError(
+                f"data.classes={list(self.classes)}: {self.dataset} has no class {unknown[0]} "
+                f"(its labels are 0 to {num_classes - 1})"
+            )
+        wanted = torch.tensor(self.classes)
+        kept = {}
+        for split, indices in parts.items():
+            kept[split] = indices[torch.isin(sources[split].labels[indices], wanted)]
+            if len(kept[split]) == 0:
+                raise DataError(
+                    f"data.classes={list(self.classes)} leaves the {split} split of {self.dataset} empty "
+                    f"({len(indices)} images, max_samples={self.max_samples}): use more images or other classes"
+                )
+        return kept
 
     def _split_sizes(self, total: int) -> list[int]:
         counts = [round(fraction * total) for fraction in self.splits[1:]]
@@ -210,6 +244,7 @@ class ImageDataModule(L.LightningDataModule):
                 raise DataError(
                     f"asked for {n} real {split} images but the {split} split of {self.dataset} has "
                     f"{len(images)}: lower the sample count or change data.splits / data.max_samples"
+                    + (f" / data.classes={list(self.classes)}" if self.classes is not None else "")
                 )
             images = images[:n]
         return images.float() / 255.0
@@ -225,6 +260,8 @@ class ImageDataModule(L.LightningDataModule):
             "split_seed": self.split_seed,
             "split": split,
         }
+        if self.classes is not None:  # only when set: keys of the full dataset stay what they were
+            spec["classes"] = list(self.classes)
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.dataset}-{split}-{'x'.join(map(str, self.image_shape))}-{digest}"
 
@@ -251,6 +288,17 @@ class ImageDataModule(L.LightningDataModule):
 
 def _cap(order: Tensor, max_samples: int | None) -> Tensor:
     return order if max_samples is None else order[:max_samples]
+
+
+def _check_classes(classes: Sequence[int] | int | None) -> tuple[int, ...] | None:
+    if classes is None:
+        return None
+    values = [classes] if isinstance(classes, int) else classes
+    if isinstance(values, str) or not all(isinstance(c, int) and not isinstance(c, bool) for c in values):
+        raise DataError(f"data.classes={classes!r} must be a list of integer labels, e.g. [3] or [0, 1]")
+    if not values:
+        raise DataError("data.classes=[] keeps no image: list the labels to keep, or null to keep all")
+    return tuple(sorted({int(c) for c in values}))
 
 
 def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:

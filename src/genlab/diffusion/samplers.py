@@ -96,12 +96,20 @@ class Sampler(ABC):
         shape: tuple[int, ...],
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        x_T: Tensor | None = None,
+        callback: Callable[[int], None] | None = None,
     ) -> Tensor:
-        """Run the reverse process from pure noise of `shape` [B, C, H, W]; returns x_0 in the data range."""
-        x = randn(shape, generator, device)
-        for t in self.timesteps.tolist():
+        """Run the reverse process from pure noise of `shape` [B, C, H, W]; returns x_0 in the data range.
+
+        `x_T` is that starting noise when given (else drawn from `generator`); `callback(i)` is called after
+        each step i (a progress bar).
+        """
+        x = randn(shape, generator, device) if x_T is None else x_T.to(device)
+        for i, t in enumerate(self.timesteps.tolist()):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
             x = self.step(net(x, t_batch), t, x, generator=generator)
+            if callback is not None:
+                callback(i)
         return x
 
     def _noise(self, x_t: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:

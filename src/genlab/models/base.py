@@ -19,6 +19,17 @@ class ImageGenerator(Protocol):
 
 
 @runtime_checkable
+class LatentImageGenerator(ImageGenerator, Protocol):
+    """An image family whose samples are a function of latents drawn first: `sample(n, generator)` equals
+    `sample_from_latents(draw_latents(n, generator), generator)`, so `genlab sample mode=interpolate` can walk
+    between the latents of two seeds (a deterministic `sample_from_latents` makes the walk a smooth path)."""
+
+    def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def sample_from_latents(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
 class LanguageModel(Protocol):
     """A language family: autoregressive generation from a prompt of token ids."""
 
@@ -47,6 +58,14 @@ class GenerativeModule(L.LightningModule):
         super().__init__()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        # families with EMA weights sample and evaluate them while this is True; False uses the raw
+        # weights (`genlab sample weights=raw`)
+        self.use_ema = True
+
+    @property
+    def has_ema(self) -> bool:
+        """Whether this module keeps an exponential moving average of its weights (the family's choice)."""
+        return False
 
     def build_optimizer(self, params) -> dict[str, Any] | torch.optim.Optimizer:
         """One optimiser (and its scheduler, if configured) over `params`, in Lightning's return format."""

@@ -6,6 +6,7 @@ moving average of the network's weights is what validation, testing and `sample(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from genlab.diffusion.samplers import Sampler, build_sampler
+from genlab.diffusion.samplers import Sampler, build_sampler, randn
 from genlab.diffusion.schedules import NoiseSchedule, check_prediction_type
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFactory
@@ -85,9 +86,13 @@ class Diffusion(GenerativeModule):
         return build_sampler(name, self.schedule, self.prediction_type, num_inference_steps, clip_sample, eta)
 
     @property
+    def has_ema(self) -> bool:
+        return self.ema is not None
+
+    @property
     def sampling_net(self) -> nn.Module:
-        """The weights that are evaluated and sampled: the EMA copy if there is one."""
-        return self.ema.module if self.ema is not None else self.net
+        """The weights that are evaluated and sampled: the EMA copy if there is one (unless `use_ema` is off)."""
+        return self.ema.module if self.ema is not None and self.use_ema else self.net
 
     def loss(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """MSE between the network's output at (x_t, t) and the target (noise or v)."""
@@ -132,11 +137,33 @@ class Diffusion(GenerativeModule):
         return self.build_optimizer(self.net.parameters())
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """`n` images [n, C, H, W] in [0, 1] from the configured sampler, with the EMA weights."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, callback: Callable[[int], None] | None = None
+    ) -> Tensor:
+        """`n` images [n, C, H, W] in [0, 1] from the configured sampler, with the EMA weights.
+
+        `callback(i)` is called after each reverse step i (progress bars).
+        """
+        return self.sample_from_latents(self.draw_latents(n, generator), generator, callback)
+
+    def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """The pure noise x_T [n, C, H, W] the reverse process starts from, on this module's device."""
+        return randn((n, *self.image_shape), generator, self.device)
+
+    @torch.no_grad()
+    def sample_from_latents(
+        self,
+        latents: Tensor,
+        generator: torch.Generator | None = None,
+        callback: Callable[[int], None] | None = None,
+    ) -> Tensor:
+        """Images [n, C, H, W] in [0, 1] denoised from x_T = `latents`; `generator` draws the noise of the
+        steps of a stochastic sampler (DDPM, DDIM with eta > 0), so only DDIM with eta = 0 is deterministic."""
         net = self.sampling_net
         was_training = net.training
         net.eval()
-        x = self.sampler.sample(net, (n, *self.image_shape), generator=generator, device=self.device)
+        x = self.sampler.sample(
+            net, tuple(latents.shape), generator=generator, device=self.device, x_T=latents, callback=callback
+        )
         net.train(was_training)
         return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()

@@ -203,20 +203,35 @@ class GAN(GenerativeModule):
     # ---- sampling ---------------------------------------------------------------------------------------
 
     @property
+    def has_ema(self) -> bool:
+        return self.generator_ema is not None
+
+    @property
     def sampling_generator(self) -> nn.Module:
-        """The network `sample()` runs: the EMA copy when there is one, else the trained generator."""
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        """The network `sample()` runs: the EMA copy when there is one (unless `use_ema` is off), else the
+        trained generator."""
+        if self.generator_ema is not None and self.use_ema:
+            return self.generator_ema.module
+        return self.generator
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` images (n, C, H, W) in [0, 1] from the EMA generator; `generator` seeds the noise."""
+        return self.sample_from_latents(self.draw_latents(n, generator))
+
+    def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I) of shape (n, latent_dim), on this module's device."""
+        # draw z where the torch.Generator lives, so a CPU generator gives the same z on any device
+        noise_device = generator.device if generator is not None else self.device
+        return torch.randn(n, self.latent_dim, generator=generator, device=noise_device).to(self.device)
+
+    @torch.no_grad()
+    def sample_from_latents(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images (n, C, H, W) in [0, 1] generated from z (n, latent_dim); deterministic."""
         net = self.sampling_generator
         was_training = net.training
         net.eval()  # BatchNorm uses its (averaged) running statistics, so a sample does not depend on n
-        # draw z where the torch.Generator lives, so a CPU generator gives the same z on any device
-        noise_device = generator.device if generator is not None else self.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=noise_device).to(self.device)
-        images = net(z)
+        images = net(latents.to(self.device))
         net.train(was_training)
         return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
 

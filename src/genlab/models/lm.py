@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ class CausalLM(GenerativeModule):
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        self.tokenizer = None  # text <-> ids for encode/decode/generate_text; set by genlab.load, not saved
         self.val_ppl = Perplexity()
         self.test_ppl = Perplexity()
 
@@ -129,6 +131,26 @@ class CausalLM(GenerativeModule):
         """
         squeeze = prompt_ids.dim() == 1
         idx = (prompt_ids[None] if squeeze else prompt_ids).to(self.device, torch.long)
+        new = list(self.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache))
+        if new:
+            idx = torch.cat([idx, torch.stack(new, dim=1)], dim=1)
+        return idx[0] if squeeze else idx
+
+    @torch.no_grad()
+    def stream(
+        self,
+        prompt_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[Tensor]:
+        """`generate`, one step at a time: yields each new token as it is drawn, (B,) for a (B, T) prompt
+        (a scalar tensor for a (T,) prompt), so a caller can print text while it is generated."""
+        squeeze = prompt_ids.dim() == 1
+        idx = (prompt_ids[None] if squeeze else prompt_ids).to(self.device, torch.long)
         if idx.size(1) == 0:
             raise ValueError("generate needs a prompt of at least one token")
         block_size = self.net.block_size
@@ -149,8 +171,40 @@ class CausalLM(GenerativeModule):
                     logits = self.net(idx[:, start:], kv_cache=cache)  # prefill the context
                 else:
                     logits = self.net(idx[:, -1:], kv_cache=cache)  # (B, 1, V): only the newest token
-                next_id = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
+                next_id = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat([idx, next_id], dim=1)
+                yield next_id[0, 0] if squeeze else next_id[:, 0]
         finally:
             self.net.train(was_training)
-        return idx[0] if squeeze else idx
+
+    # ---- text, for a module that was given its run's tokenizer (`genlab.load` does) -------------------------
+
+    def encode(self, text: str) -> Tensor:
+        """Token ids (T,) of `text` with `self.tokenizer`."""
+        return torch.as_tensor(self._tokenizer().encode(text), dtype=torch.long)
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        """The text of token ids (any shape, read in order) with `self.tokenizer`."""
+        return self._tokenizer().decode(torch.as_tensor(ids).flatten().tolist())
+
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> str:
+        """The continuation of `prompt` (without the prompt), as text."""
+        prompt_ids = self.encode(prompt)
+        ids = self.generate(prompt_ids, max_new_tokens, temperature, top_k, top_p, generator)
+        return self.decode(ids[len(prompt_ids) :])
+
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                "this module has no tokenizer: load it with genlab.load(run_dir), or set .tokenizer "
+                "(genlab.data.tokenizers.load_tokenizer(run_dir))"
+            )
+        return self.tokenizer

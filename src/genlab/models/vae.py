@@ -114,10 +114,18 @@ class VAE(GenerativeModule):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` images (n, C, H, W) in [0, 1]: decoder means at z ~ N(0, I) drawn from `generator`."""
+        return self.sample_from_latents(self.draw_latents(n, generator))
+
+    def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I) of shape (n, latent_dim), on this module's device."""
         # draw on the generator's own device so a CPU generator gives the same latents on any accelerator
         device = generator.device if generator is not None else self.device
-        z = torch.randn(n, self.net.latent_dim, generator=generator, device=device).to(self.device)
-        return self._decode_mean(z)
+        return torch.randn(n, self.net.latent_dim, generator=generator, device=device).to(self.device)
+
+    @torch.no_grad()
+    def sample_from_latents(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Decoder means (n, C, H, W) in [0, 1] at the codes `latents` (n, latent_dim); deterministic."""
+        return self._decode_mean(latents.to(self.device))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
+from genlab.nets import check_sizes
 
 # discriminator normalisations; WGAN-GP needs one that does not mix samples of a batch (not "batch")
 NORMS = ("batch", "layer", "instance", "none")
@@ -70,6 +71,7 @@ class Generator(nn.Module):
             base_channels: feature maps at full resolution (the seed has base * 2 ** stages).
         """
         super().__init__()
+        check_sizes("model.generator", latent_dim=latent_dim, base_channels=base_channels)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_dim = int(latent_dim)
         seed, stages = seed_and_stages(self.image_shape, "model.generator.image_shape")
@@ -123,6 +125,7 @@ class Discriminator(nn.Module):
             dropout: dropout after every stage; weakens a discriminator that memorises a small dataset.
         """
         super().__init__()
+        check_sizes("model.discriminator", base_channels=base_channels)
         if norm not in NORMS:
             raise ConfigError(f"model.discriminator.norm must be one of {list(NORMS)}, got {norm!r}")
         self.image_shape = tuple(int(s) for s in image_shape)

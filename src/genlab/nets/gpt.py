@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.nets import check_sizes
+
 
 class KVCache:
     """Keys and values of every position seen so far by one attention layer, for up to `max_len` positions.
@@ -122,6 +124,7 @@ class GPT(nn.Module):
         bias: bool = False,  # biases in Linear and LayerNorm layers (nanoGPT: a bit better and faster without)
     ):
         super().__init__()
+        check_sizes("model.net", block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_layer = n_layer

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
+from genlab.nets import check_sizes
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -110,6 +111,9 @@ class UNet(nn.Module):
         num_heads: int = 4,  # attention heads; must divide the channels of every attention level
     ):
         super().__init__()
+        check_sizes(
+            "model.net", base_channels=base_channels, num_res_blocks=num_res_blocks, num_heads=num_heads
+        )
         C, H, W = (int(s) for s in image_shape)
         levels = len(channel_mults)
         if levels < 1:

@@ -51,6 +51,8 @@ class Comparison:
     ranks: dict[int, int]  # id(run) -> 1-based rank, for runs eligible for best-of
     by: str | None = None
     groups: list[Group] = field(default_factory=list)
+    # id(run) -> where its weights started (`init_from`, shortened); empty when no run was fine-tuned
+    sources: dict[int, str] = field(default_factory=dict)
 
     def rank(self, run: Run) -> int | None:
         return self.ranks.get(id(run))
@@ -117,18 +119,52 @@ def compare(
     rest = [run for run in runs if id(run) not in ranks]
     names = sorted({name for run in runs for name in run.metrics} - {metric})
     has_metric = any(metric in run.metrics for run in runs)
+    sources = init_sources(runs)
+    keys = differing_keys(runs)
     comparison = Comparison(
         runs=ranked + rest,
         metric=metric,
         mode=mode,
-        keys=differing_keys(runs),
+        # the init_from column says it in short, beside the runs it names
+        keys=[key for key in keys if key != "init_from"] if sources else keys,
         metrics=[metric, *names] if has_metric else names,
         ranks=ranks,
         by=by,
+        sources=sources,
     )
     if by:
         comparison.groups = group_runs(comparison.runs, by, comparison.metrics, metric, sign)
     return comparison
+
+
+def init_sources(runs: list[Run]) -> dict[int, str]:
+    """id(run) -> the `init_from` its weights came from, as a short label; empty when no run has one.
+
+    A source among the compared runs is named as in the table (`base@2000`); any other by its run folder's
+    name (or the file's, for a checkpoint outside a run's `checkpoints/`), with the step run.json recorded.
+    """
+    compared = {run.path.resolve(): run.name for run in runs}
+    sources = {}
+    for run in runs:
+        recorded = run.record.get("init_from")
+        if isinstance(recorded, dict) and recorded.get("checkpoint"):
+            path, step = Path(str(recorded["checkpoint"])), recorded.get("step")
+        elif run.flat_config.get("init_from"):  # asked for, but not loaded (e.g. a run that failed first)
+            path, step = Path(str(run.flat_config["init_from"])), None
+        else:
+            continue
+        label = next((name for folder, name in compared.items() if _inside(path, folder)), None)
+        if label is None:
+            label = path.parent.parent.name if path.parent.name == "checkpoints" else path.name
+        sources[id(run)] = label if step is None else f"{label}@{step}"
+    return sources
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder)
+    except OSError:
+        return False
 
 
 def group_runs(runs: list[Run], key: str, metrics: list[str], rank_by: str, sign: float = 1.0) -> list[Group]:

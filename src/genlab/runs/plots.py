@@ -63,15 +63,20 @@ def _colors(comparison: Comparison) -> tuple[dict[int, tuple], dict[int, str]]:
     cmap = colormaps["tab10" if len(runs) <= 10 else "tab20" if len(runs) <= 20 else "viridis"]
     n = max(len(runs) - 1, 1)
     color = {id(r): cmap(i % cmap.N) if cmap.N < 256 else cmap(i / n) for i, r in enumerate(runs)}
-    return color, {id(r): _run_label(r, comparison.keys) for r in runs}
+    return color, {id(r): _run_label(r, comparison.keys, comparison.sources.get(id(r))) for r in runs}
 
 
-def _run_label(run: Run, keys: list[str]) -> str:
-    """The run's name, with the values of up to three differing keys (its row in the table, in short)."""
-    if not keys or len(keys) > 3:
+def _run_label(run: Run, keys: list[str], source: str | None = None) -> str:
+    """The run's name, with the values of up to three differing keys (its row in the table, in short) and the
+    run its weights started from."""
+    values = [f"{key.rsplit('.', 1)[-1]}={format_value(run.value(key), key)}" for key in keys]
+    if len(keys) > 3:
+        values = []
+    if source:
+        values.insert(0, f"from {source}")
+    if not values:
         return run.name
-    values = ", ".join(f"{key.rsplit('.', 1)[-1]}={format_value(run.value(key), key)}" for key in keys)
-    label = f"{run.name} ({values})"
+    label = f"{run.name} ({', '.join(values)})"
     return label if len(label) <= 40 else label[:39] + "…"
 
 

@@ -122,9 +122,16 @@ class RunRecord:
 
     @classmethod
     def resume(
-        cls, run_dir: str | Path, *, checkpoint: str, step: int | None, overrides: list[str]
+        cls,
+        run_dir: str | Path,
+        *,
+        checkpoint: str | None,
+        step: int | None,
+        overrides: list[str],
+        config: str | None = None,
     ) -> RunRecord:
-        """The record of a run continued in its own folder: running again, with the resume noted."""
+        """The record of a run continued in its own folder: running again, with the resume noted (`config`:
+        where this part's composed config is, relative to the run dir; the first part's stays in .hydra/)."""
         record = cls.load(run_dir)
         resumes = list(record.data.get("resumes") or [])
         resumes.append(
@@ -133,6 +140,7 @@ class RunRecord:
                 "checkpoint": checkpoint,
                 "step": step,
                 "overrides": list(overrides),
+                "config": config,
                 "previous_status": record.data.get("status"),
             }
         )

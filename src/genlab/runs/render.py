@@ -28,7 +28,9 @@ def run_table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     keys = list(comparison.keys)
     if comparison.by and comparison.by not in keys and comparison.by not in ("experiment", "status"):
         keys.insert(0, comparison.by)  # experiment and status have their own columns
-    header = ["#", "run", "experiment", *keys, "status", "steps", "wall_time_s", *comparison.metrics]
+    # where fine-tuned runs' weights came from, when any was: right after what they are
+    source = ["init_from"] if comparison.sources else []
+    header = ["#", "run", "experiment", *source, *keys, "status", "steps", "wall_time_s", *comparison.metrics]
     rows = []
     for run in comparison.runs:
         rows.append(
@@ -36,6 +38,7 @@ def run_table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
                 comparison.rank(run),
                 run.name,
                 run.experiment,
+                *[comparison.sources.get(id(run)) for _ in source],
                 *[_config_cell(run, key, comparison.by) for key in keys],
                 run.status,
                 run.steps,

@@ -178,7 +178,7 @@ def check_stored_config(run_dir: Path, trust: bool) -> None:
     trusted (instantiating any other `_target_` runs arbitrary code)."""
     from omegaconf import OmegaConf
 
-    from genlab.evaluate import check_targets
+    from genlab.runs.loading import check_targets
 
     check_targets(OmegaConf.load(run_dir / CONFIG_PATH), trust, flag="--trust-config")
 

@@ -13,6 +13,8 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class GenlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.genlab_optuna_sweeper.sweeper.GenlabOptunaSweeper"
+    # the sweeper builds sampler and pruner itself: a resumed study's sampler is seeded anew (see sweeper.py)
+    _recursive_: bool = False
     # total trials of the study, those of earlier (interrupted) runs of the same sweep included
     n_trials: int = 20
     # trials asked together and handed to the launcher as one batch (the joblib launcher runs them in parallel)
@@ -22,7 +24,8 @@ class GenlabOptunaSweeperConf:
     study_name: str = "${experiment_name}"
     # in the sweep dir, so re-running the same command (same hydra.sweep.dir) resumes the study; null: in memory
     storage: Any = "sqlite:///${hydra.sweep.dir}/optuna.db"
-    # any optuna sampler by `_target_`; TPE with a seed makes the sequence of asked trials repeatable
+    # any optuna sampler by `_target_`; TPE with a seed makes the sequence of asked trials repeatable. A
+    # resumed study builds it with seed + (trials already in the study), so it does not replay earlier points
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 0})
     # optional Optuna pruner by `_target_` (e.g. optuna.pruners.MedianPruner): each trial then reports the
     # objective after every validation and stops early when the pruner says so (recorded as PRUNED)

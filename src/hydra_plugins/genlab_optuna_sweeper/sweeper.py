@@ -62,7 +62,6 @@ class GenlabOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
-        from hydra.utils import instantiate
 
         assert self.config is not None and self.launcher is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -70,27 +69,26 @@ class GenlabOptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         space, fixed = parse_search_space(self.params or {}, arguments)
-        # Hydra usually builds sampler and pruner already, when it builds this sweeper
-        sampler, pruner = (
-            instantiate(c) if isinstance(c, dict) or OmegaConf.is_config(c) else c
-            for c in (self.sampler_config, self.pruner_config)
-        )
+        pruner = _build(self.pruner_config)
         if pruner is not None and self.storage is None:
             raise ValueError("hydra.sweeper.pruner needs hydra.sweeper.storage: the trials report to it")
         study = optuna.create_study(
             study_name=self.study_name,
             storage=self.storage,
-            sampler=sampler,
+            sampler=optuna.samplers.RandomSampler(seed=0),  # replaced below, once the study's size is known
             pruner=pruner or optuna.pruners.NopPruner(),  # optuna's default would be a MedianPruner
             direction=self.direction,
             load_if_exists=True,
         )
+        # a seeded sampler built afresh for a resumed study would ask its first points again: shift its seed
+        # by the trials the study already holds (a fresh study: the seed as given)
+        study.sampler = _build(self.sampler_config, seed_offset=len(study.get_trials(deepcopy=False)))
         if study.direction.name.lower() != self.direction:
             raise ValueError(
                 f"study {self.study_name!r} in {self.storage} was made to {study.direction.name.lower()}, not "
                 f"{self.direction}: set objective.mode to match, or use another hydra.sweep.dir"
             )
-        _close_interrupted(study)
+        _close_interrupted(study, sweep_dir)
         done = _finished(study)
         log.info(
             f"Optuna study {self.study_name!r} ({self.direction}) in {self.storage}: "
@@ -194,13 +192,33 @@ def _run_error(output_dir: str | None) -> str:
     return f" ({error})" if error else ""
 
 
-def _close_interrupted(study: Any) -> None:
+def _build(node: Any, seed_offset: int = 0) -> Any:
+    """A sampler or pruner from its `_target_` config (or as given, if already built)."""
+    from hydra.utils import instantiate
+
+    if not (isinstance(node, dict) or OmegaConf.is_config(node)):
+        return node
+    seed = node.get("seed")
+    if seed_offset and isinstance(seed, int):
+        return instantiate(node, seed=seed + seed_offset)
+    return instantiate(node)
+
+
+def _close_interrupted(study: Any, sweep_dir: Path) -> None:
+    """Trials an interrupted sweep left RUNNING: failed in the study, `interrupted` in their run.json."""
     from optuna.trial import Trial, TrialState
+
+    from genlab.runs.record import RunRecord
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         Trial(study, frozen._trial_id).set_user_attr("fail_reason", INTERRUPTED)
         study.tell(frozen.number, state=TrialState.FAIL)
         log.warning(f"trial {frozen.number} was left running by an interrupted sweep: closed as failed")
+        run_dir = sweep_dir / str(frozen.number)  # hydra.sweep.subdir: the job number is the trial's
+        if (run_dir / "run.json").is_file():
+            record = RunRecord.load(run_dir)
+            if record.data.get("status") == "running":
+                record.update(status="interrupted", error="the sweep was stopped during this trial")
 
 
 def _finished(study: Any) -> int:
