@@ -45,7 +45,12 @@ def test_init_from_loads_the_weights_only_and_trains_with_the_new_config(tmp_pat
     used, step = init_weights(module, source)
     expected = torch.load(source / best, weights_only=True)["state_dict"]
     assert used == source / best and step == 4
-    assert all(torch.equal(value, expected[key]) for key, value in module.state_dict().items())
+    averaged = [key for key in expected if key.endswith("n_averaged")]
+    assert all(
+        torch.equal(value, expected[key]) for key, value in module.state_dict().items() if key not in averaged
+    )
+    # ...but a weight average restarts from them (the GAN and diffusion EMAs: their warm-up count is reset)
+    assert all(int(module.state_dict()[key]) == 0 for key in averaged)
 
 
 def test_init_from_a_language_model_reads_the_new_text_with_its_tokenizer(tmp_path: Path):
@@ -61,3 +66,26 @@ def test_init_from_a_language_model_reads_the_new_text_with_its_tokenizer(tmp_pa
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     tokenizer = (tmp_path / "tuned" / "tokenizer.json").read_text()
     assert tokenizer == (source / "tokenizer.json").read_text()
+
+
+def test_init_from_restarts_a_weight_average_from_the_loaded_weights(tmp_path: Path):
+    from torch.optim.swa_utils import AveragedModel
+
+    from genlab.checkpoints import init_weights
+
+    class WithEMA(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 2)
+            self.ema = AveragedModel(self.net)
+
+    source = WithEMA()
+    source.ema.n_averaged.fill_(500)
+    torch.save({"state_dict": source.state_dict(), "global_step": 500}, tmp_path / "source.ckpt")
+    module = WithEMA()
+    init_weights(module, tmp_path / "source.ckpt")
+    assert torch.equal(module.ema.module.weight, source.ema.module.weight)  # sampled until the first update
+    assert int(module.ema.n_averaged) == 0
+    module.net.weight.data.add_(1.0)
+    module.ema.update_parameters(module.net)  # the first update copies the weights being trained
+    assert torch.equal(module.ema.module.weight, module.net.weight)

@@ -115,7 +115,8 @@ def resume_info(path: Path) -> dict[str, Any]:
 
 def init_weights(module: torch.nn.Module, source: Path, trust: bool = False) -> tuple[Path, int | None]:
     """Load only the weights of `source` (a checkpoint, or a run dir: its best checkpoint, else last.ckpt)
-    into `module`, which must have the same architecture; returns the checkpoint used and its step."""
+    into `module`, which must have the same architecture; returns the checkpoint used and its step. Weight
+    averages (EMA) restart: their first update copies the weights being trained."""
     from genlab.runs.loading import locate_path
 
     if not source.exists():
@@ -142,4 +143,9 @@ def init_weights(module: torch.nn.Module, source: Path, trust: bool = False) -> 
             + "; init_from needs the same nets and sizes (model.*) as the run it comes from"
         )
     module.load_state_dict(theirs)
+    # a weight average (EMA) starts afresh from the loaded weights, warm-up included: carried over, its
+    # horizon of ~1/(1-decay) steps would hide a short fine-tune's progress from sampling and evaluation
+    for name, buffer in module.named_buffers():
+        if name.endswith("n_averaged"):
+            buffer.zero_()
     return path, checkpoint.get("global_step")
