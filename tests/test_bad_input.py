@@ -175,6 +175,12 @@ CASES = [
         ONE_LINE,
         "holds an object of class argparse.Namespace, beyond tensors and plain values; pass trust_checkpoint=true",
     ),
+    (
+        "eval-checkpoint-needing-unpickling",  # one line, no torch advice or terminal colours
+        ["eval", "ckpt={tmp}/evalrun/checkpoints/pickled.ckpt"],
+        ONE_LINE,
+        "pickled.ckpt holds an object of class argparse.Namespace, beyond tensors and plain values; pass trust",
+    ),
 ]
 
 
@@ -199,6 +205,12 @@ def make_inputs(tmp: Path) -> None:
     torch.save(gpt, tmp / "gpt.ckpt")
     (tmp / "truncated.ckpt").write_bytes((tmp / "gpt.ckpt").read_bytes()[:200])
     torch.save({**gpt, "hyper_parameters": argparse.Namespace(lr=1.0)}, tmp / "pickled.ckpt")
+    (tmp / "evalrun" / "checkpoints").mkdir(parents=True)
+    (tmp / "evalrun" / ".hydra").mkdir()
+    (tmp / "evalrun" / ".hydra" / "config.yaml").write_text(
+        "seed: 42\npaths: {output_dir: x}\ndata: {}\ntrainer: {}\n"
+    )
+    (tmp / "evalrun" / "checkpoints" / "pickled.ckpt").write_bytes((tmp / "pickled.ckpt").read_bytes())
     (tmp / "foreign" / ".hydra").mkdir(parents=True)
     (tmp / "foreign" / "run.json").write_text(
         json.dumps({"status": "completed", "metrics": {"val/loss": 1.0}})
@@ -266,7 +278,7 @@ def test_bad_input_fails_clearly(tmp_path: Path, capsys, cli_in_process, args, w
     stderr = capsys.readouterr().err
 
     assert code != 0, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "\x1b[" not in stderr  # no traceback, no terminal colour codes
     if who == ONE_LINE:
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and expected in errors[0], stderr
