@@ -151,3 +151,24 @@ def test_novelty_is_logged_beside_fid_from_the_same_samples(classifier_ckpt, tmp
     assert names <= set(trainer.callback_metrics)
     row = [row for row in csv_rows(tmp_path) if row.get("fid/classifier-toy/16")][-1]
     assert 0 <= float(row["novelty/copy_fraction/classifier-toy/16"]) <= 1
+
+
+def test_no_samples_turns_fid_off_without_needing_a_classifier(tmp_path, caplog):
+    callback = make(tmp_path / "missing.ckpt", tmp_path, n_samples=0, every_n_epochs=1)  # if_missing=error
+    with caplog.at_level(logging.INFO, logger="genlab.callbacks.fidelity"):
+        trainer = fit(callback, tmp_path, max_epochs=1)
+    assert trainer.state.finished
+    ours = [r.getMessage() for r in caplog.records if r.name == "genlab.callbacks.fidelity"]
+    assert ours == ["FID off (callbacks.fidelity.n_samples=0)"]
+    assert not any(name.startswith(("fid/", "fidelity_seconds/")) for name in trainer.callback_metrics)
+    with pytest.raises(ConfigError, match="n_samples=-1"):
+        FidelityCallback(n_samples=-1)
+
+
+@pytest.mark.parametrize("search", ["mnist_ddpm_optuna", "mnist_vae_optuna"])
+def test_image_sweeps_leave_fid_off_unless_asked(search, tmp_path):
+    from tests.test_configs import compose_train
+
+    assert compose_train([f"hparams_search={search}"], tmp_path).callbacks.fidelity.n_samples == 0
+    asked = compose_train([f"hparams_search={search}", "callbacks.fidelity.n_samples=1000"], tmp_path)
+    assert asked.callbacks.fidelity.n_samples == 1000

@@ -56,7 +56,8 @@ class FidelityCallback(L.Callback):
             checkpoint: the classifier checkpoint, or a local copy of the Inception weights (None downloads them).
             if_missing: a classifier checkpoint that does not exist: `error` fails at the start of training,
                 `warn` logs one line and trains without these metrics.
-            n_samples: generated images per evaluation (part of every metric's name).
+            n_samples: generated images per evaluation (part of every metric's name); 0 turns the callback off
+                (the hyperparameter searches' default: FID is not their objective, and costs minutes a trial).
             batch_size: images per sampling / feature batch.
             metrics: any of fid, kid, is, pr.
             novelty: also compute the novelty statistics of (the first images of) the same samples.
@@ -74,6 +75,8 @@ class FidelityCallback(L.Callback):
             raise ConfigError(
                 f"callbacks.fidelity.every_n_epochs={every_n_epochs} must be 0 (end only) or more"
             )
+        if int(n_samples) < 0:
+            raise ConfigError(f"callbacks.fidelity.n_samples={n_samples} must be 0 (no FID) or more")
         if if_missing not in IF_MISSING:
             raise ConfigError(f"callbacks.fidelity.if_missing={if_missing!r}: choose error or warn")
         self.options = dict(
@@ -94,7 +97,8 @@ class FidelityCallback(L.Callback):
         self.novelty_split = novelty_split
         self.every_n_epochs = int(every_n_epochs)
         self.at_train_end = at_train_end
-        self.enabled = True  # False once a missing classifier was accepted (if_missing=warn)
+        # False with n_samples=0, or once a missing classifier was accepted (if_missing=warn)
+        self.enabled = int(n_samples) > 0
         self._fidelity = None  # built on first use: torch-fidelity is imported only when this callback runs
         self._novelty = None
         self._last_step: int | None = None  # global step of the last evaluation
@@ -126,6 +130,10 @@ class FidelityCallback(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # a missing checkpoint or bad option fails now, not after the first epochs of training
         if stage != "fit" or not isinstance(pl_module, ImageGenerator):
+            return
+        if not self.enabled:
+            if trainer.is_global_zero:
+                log.info("FID off (callbacks.fidelity.n_samples=0)")
             return
         path = self.options["weights_path"]
         if self.options["extractor"] == "classifier" and not (path and Path(path).expanduser().is_file()):

@@ -81,6 +81,24 @@ class GenerativeModule(L.LightningModule):
     def configure_optimizers(self):
         return self.build_optimizer(self.parameters())
 
+    def log_diagnostics(self, metrics: dict[str, Any]) -> None:
+        """`log_dict` for training-step values that only the loggers read (not the progress bar, a checkpoint or
+        a guard), on the steps whose metrics row Lightning writes: every `trainer.log_every_n_steps` and the
+        last by `trainer.max_steps` (every step when no logger is attached). The rows hold the same values;
+        `trainer.callback_metrics` holds those of the last row. Lightning's `log` costs 0.3-1 ms a value on a
+        CPU, written or not: a few percent of a small model's step (docs/performance.md)."""
+        if self._writes_metrics_row():
+            self.log_dict(metrics)
+
+    def _writes_metrics_row(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or not trainer.loggers or trainer.fast_dev_run:
+            return True
+        # optimiser steps in this batch: a GAN's global_step counts both networks' steps
+        last = 0 < trainer.max_steps <= trainer.global_step + (1 if self.automatic_optimization else 2)
+        # the logger connector's own test (a private name, pinned by tests/callbacks/test_lightning_internals.py)
+        return last or trainer._logger_connector.should_update_logs
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line, a checkpoint whose weights do not fit this module (another family or size)."""
         from genlab.errors import CheckpointError

@@ -264,14 +264,14 @@ class GAN(GenerativeModule):
             if self.loss == "wgan_gp":
                 gp = gradient_penalty(self.discriminator, real, fake)
                 total = d_loss + self.gp_weight * gp
-                self.log("train/gp", gp)
+                self.log_diagnostics({"train/gp": gp})
             self._step(opt_d, total)
         if schedulers:
             schedulers[1].step()
         self._d_steps += 1
         d_acc = 0.5 * ((real_scores > 0).float().mean() + (fake_scores < 0).float().mean())
         self.log("train/d_loss", d_loss, prog_bar=True)
-        self.log("train/d_acc", d_acc)
+        self.log_diagnostics({"train/d_acc": d_acc})  # for the loggers only
         self._check("d_loss", d_loss, watch=self.loss in ("non_saturating", "hinge"))
 
         if self._d_steps % self.n_critic:

@@ -95,8 +95,10 @@ class VAE(GenerativeModule):
         kwargs = dict(on_step=on_step, on_epoch=not on_step, batch_size=x.shape[0], sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kwargs)
         metrics = {f"{stage}/recon": recon, f"{stage}/kl": kl}
-        if stage != "train":
-            metrics[f"{stage}/elbo"] = -(recon + kl)
+        if on_step:  # for the loggers only: logged on the steps whose row they write
+            self.log_diagnostics(metrics)
+            return loss
+        metrics[f"{stage}/elbo"] = -(recon + kl)
         self.log_dict(metrics, **kwargs)
         return loss
 
