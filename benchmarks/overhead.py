@@ -165,7 +165,7 @@ class PlainDiffusion(PlainLoop):
     def __init__(self, module: Any, trainer: L.Trainer, seed: int) -> None:
         from torch.optim.swa_utils import AveragedModel
 
-        from genlab.models.diffusion import ema_with_warmup
+        from genlab.models.ema import ema_with_warmup
 
         super().__init__(module, ImageBatches(trainer.datamodule), seed)
         self.nets["net"] = self.net = copy.deepcopy(module.net)
@@ -199,7 +199,7 @@ class PlainGAN(PlainLoop):
     def __init__(self, module: Any, trainer: L.Trainer, seed: int) -> None:
         from torch.optim.swa_utils import AveragedModel
 
-        from genlab.models.gan import _ema_with_warmup
+        from genlab.models.ema import ema_with_warmup
 
         super().__init__(module, ImageBatches(trainer.datamodule), seed)
         if module.n_critic != 1 or module.loss == "wgan_gp" or module.grad_clip is not None:
@@ -209,7 +209,7 @@ class PlainGAN(PlainLoop):
         self.nets["generator"] = self.g = copy.deepcopy(module.generator)
         self.nets["discriminator"] = self.d = copy.deepcopy(module.discriminator)
         if module.generator_ema is not None:
-            update = _ema_with_warmup(float(module.hparams.ema_decay))
+            update = ema_with_warmup(float(module.hparams.ema_decay))
             self.nets["generator_ema"] = AveragedModel(self.g, multi_avg_fn=update, use_buffers=True)
             self.nets["generator_ema"].requires_grad_(False)
         self.loss, self.latent_dim = module.loss, module.latent_dim
@@ -639,7 +639,7 @@ def memory_child(loop: str, experiment: str, steps: int, overrides: list[str]) -
     # the plain loop: the same objects, built without a Trainer (it only reads the datamodule and budget)
     from hydra.utils import instantiate
 
-    from genlab.train import _partial, build_datamodule
+    from genlab.build import build_datamodule, build_partial
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(experiment, Path(tmp), overrides)
@@ -647,8 +647,8 @@ def memory_child(loop: str, experiment: str, steps: int, overrides: list[str]) -
         datamodule = build_datamodule(cfg)
         module = instantiate(
             cfg.model,
-            optimizer=_partial(cfg, "optimizer"),
-            scheduler=_partial(cfg, "scheduler"),
+            optimizer=build_partial(cfg, "optimizer"),
+            scheduler=build_partial(cfg, "scheduler"),
             _convert_="all",
         )
         budget = cfg.trainer.max_steps if cfg.trainer.max_steps > 0 else 10**6

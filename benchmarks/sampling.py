@@ -29,7 +29,7 @@ def build(experiment: str):
     """The experiment's module as `genlab train` builds it, in eval mode."""
     from hydra.utils import instantiate
 
-    from genlab.train import build_datamodule
+    from genlab.build import build_datamodule
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = overhead.compose(experiment, Path(tmp))

@@ -54,6 +54,8 @@ def _one_thread():
 def _private_cache(tmp_path_factory):
     """Never the user's ~/.cache/genlab: a trained classifier there would switch FID on in every test run."""
     os.environ["GENLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("genlab-cache"))
+    # nor the user's personal overrides (~/.config/genlab/local/default.yaml): an empty config folder
+    os.environ["GENLAB_CONFIG_DIR"] = str(tmp_path_factory.mktemp("genlab-config"))
 
 
 @pytest.fixture(autouse=True)

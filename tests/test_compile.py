@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from genlab.build import compile_nets
 from genlab.errors import ConfigError
-from genlab.train import compile_nets
 from tests.conftest import CONF, finished_run
 
 

@@ -27,7 +27,7 @@ CASES = [
     (
         "genlab train callbacks=",
         "genlab train callbacks =",
-        "default early_stopping fid fid_if_available none",
+        "default early_stopping fid fid_if_available none pruning",
     ),
     ("genlab train optimizer.l", "genlab train optimizer.l", "optimizer.lr="),
     ("genlab train --cfg ", "genlab train --cfg", "all hydra job"),

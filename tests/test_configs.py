@@ -27,6 +27,8 @@ COMPANIONS = {
     ("data", "shakespeare"): TEXT,
     ("data", "tiny_shakespeare"): TEXT,
     ("model", "gpt"): ["data=shakespeare"],
+    ("data", "folio_modern"): ["model=seq2seq"],
+    ("model", "seq2seq"): ["data=folio_modern"],
 }
 
 

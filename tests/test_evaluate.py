@@ -33,7 +33,7 @@ def one_error_line(capsys, argv: list[str]) -> str:
 
 
 def test_eval_of_run_matches_its_own_test_metrics(run_dir: Path, capsys):
-    main([f"run={run_dir}", "novelty.n_samples=20", "full_split=false"])
+    main([f"run={run_dir}", "fidelity.n_samples=20", "full_split=false"])
     printed = capsys.readouterr().out
     record = json.loads((run_dir / "run.json").read_text())
     ckpt = run_dir / record["best_checkpoint"]  # relative to the run dir (an absolute path also joins)
@@ -60,8 +60,8 @@ def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Pa
     classifier = save_classifier(tmp_path / "classifier.ckpt", trained_on="toy")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     main(
-        [f"ckpt={ckpt}", f"fid.checkpoint={classifier}", "fid.n_samples=20", "fid.metrics=[fid,kid]",
-         f"fid.cache_dir={tmp_path / 'cache'}", "novelty.n_samples=20"]
+        [f"ckpt={ckpt}", f"fidelity.checkpoint={classifier}", "fidelity.n_samples=20", "fidelity.metrics=[fid,kid]",
+         f"fidelity.cache_dir={tmp_path / 'cache'}"]
     )  # fmt: skip
     report = json.loads((run_dir / "checkpoints" / "last.eval.json").read_text())
     assert report["extractor"] == "classifier-toy" and report["novelty_features"] == "classifier-toy"
@@ -72,7 +72,7 @@ def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Pa
 
 
 def test_eval_finds_the_classifier_at_its_home_and_samples_once(run_dir: Path, monkeypatch, capsys):
-    """No fid.checkpoint: the classifier `genlab train experiment=mnist_classifier` publishes is used."""
+    """No fidelity.checkpoint: the classifier `genlab train experiment=mnist_classifier` publishes is used."""
     import os
 
     from genlab.models.vae import VAE
@@ -89,9 +89,8 @@ def test_eval_finds_the_classifier_at_its_home_and_samples_once(run_dir: Path, m
         main(
             [
                 f"run={run_dir}",
-                "fid.n_samples=24",
-                "fid.metrics=[fid]",
-                "novelty.n_samples=20",
+                "fidelity.n_samples=24",
+                "fidelity.metrics=[fid]",
                 "full_split=false",
             ]
         )
@@ -100,7 +99,7 @@ def test_eval_finds_the_classifier_at_its_home_and_samples_once(run_dir: Path, m
     assert sum(drawn) == 24  # one draw serves FID and novelty
     metrics = json.loads(next((run_dir / "checkpoints").glob("epoch*.eval.json")).read_text())["metrics"]
     assert metrics["fid/classifier-mnist5k/24"] > 0
-    assert "novelty/copy_fraction/classifier-mnist5k/20" in metrics
+    assert "novelty/copy_fraction/classifier-mnist5k/24" in metrics
 
 
 def test_corrupt_missing_and_foreign_checkpoints_give_one_line(run_dir: Path, capsys):
@@ -113,7 +112,7 @@ def test_corrupt_missing_and_foreign_checkpoints_give_one_line(run_dir: Path, ca
     assert "does not exist" in one_error_line(capsys, [f"ckpt={run_dir / 'checkpoints' / 'nope.ckpt'}"])
 
     other = save_classifier(run_dir / "checkpoints" / "classifier.ckpt")
-    line = one_error_line(capsys, [f"ckpt={other}", "novelty.enabled=false"])
+    line = one_error_line(capsys, [f"ckpt={other}", "fidelity.novelty=false"])
     assert "another family" in line and "classifier.ckpt" in line
 
 
@@ -136,8 +135,8 @@ def test_val_split_is_evaluated_into_its_own_file(run_dir: Path):
         [
             f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
             "split=val",
-            "fid.enabled=false",
-            "novelty.enabled=false",
+            "fidelity.n_samples=0",
+            "fidelity.novelty=false",
         ]
     )
     report = json.loads((run_dir / "checkpoints" / "last.eval-val.json").read_text())

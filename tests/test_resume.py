@@ -62,8 +62,21 @@ FAMILIES = {
         "callbacks.text_samples=null",
         "trainer.limit_train_batches=null",  # an epoch is data.batches_per_epoch
     ],
+    "seq2seq": [  # tiny synthetic editions (tests/parallel_corpus.py), written by overrides()
+        "experiment=folio_modern_seq2seq",
+        "data.val_plays=[beta]",
+        "data.test_plays=[gamma]",
+        "data.block_size=64",
+        "data.batch_size=2",
+        "model.net.n_embd=16",
+        "model.net.n_encoder_layer=1",
+        "model.net.n_decoder_layer=1",
+        "trainer.val_check_interval=null",
+        "trainer.limit_train_batches=6",
+        "callbacks.translations.num_samples=1",
+    ],
 }
-STEPS = {"vae": 18, "gan": 36, "ddpm": 18, "gpt": 18}
+STEPS = {"vae": 18, "gan": 36, "ddpm": 18, "gpt": 18, "seq2seq": 18}
 
 
 def overrides(family: str, tmp_path: Path) -> list[str]:
@@ -72,6 +85,11 @@ def overrides(family: str, tmp_path: Path) -> list[str]:
         corpus = tmp_path / "corpus.txt"
         corpus.write_text(CORPUS)
         args.append(f"data.path={corpus}")
+    if family == "seq2seq":
+        from tests.parallel_corpus import write_editions
+
+        texts = write_editions(tmp_path / "editions", plays=("alpha", "beta", "gamma"))
+        args.append(f"data.texts_dir={texts}")
     return args
 
 
@@ -160,14 +178,14 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(family, tmp_path, t
 
 # the first step of the second epoch: the epoch-end checkpoint (written after validation) is newer than
 # last.ckpt (step 4), so resume=auto continues from it, as a killed default run does
-SECOND_EPOCH = {"vae": 6, "gan": 12, "ddpm": 6, "gpt": 6}
+SECOND_EPOCH = {"vae": 6, "gan": 12, "ddpm": 6, "gpt": 6, "seq2seq": 6}
 
 
 # every family has the same cause and fix (genlab/callbacks/resume.py: ResumePosition); the default suite runs
 # one image family and the LM, `-m slow` the other two
 @pytest.mark.parametrize(
     "family",
-    ["vae", "gpt", pytest.param("gan", marks=pytest.mark.slow), pytest.param("ddpm", marks=pytest.mark.slow)],
+    ["vae", "gpt", *(pytest.param(f, marks=pytest.mark.slow) for f in ("gan", "ddpm", "seq2seq"))],
 )
 def test_a_run_resumed_from_its_epoch_end_checkpoint_equals_the_uninterrupted_one(
     family, tmp_path, tmp_path_factory
@@ -327,3 +345,26 @@ def test_ctrl_c_twice_stops_at_once_with_the_shells_status_for_sigint(tmp_path):
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "Traceback" not in stopped.stderr
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_run_cut_short_by_max_steps_trains_on_with_a_larger_budget(tmp_path):
+    """Stopped by trainer.max_steps mid-epoch, then resumed with a larger max_steps: the rest of the epoch is
+    trained (Lightning would count the epoch as done and, at max_epochs, train nothing). With a constant
+    learning rate (a schedule depends on the budget) the weights equal those of a run given that budget."""
+    common = ["debug=fast", "threads=1", "trainer.deterministic=true", "scheduler=none"]
+    short = run_genlab("train", *common, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert short.returncode == 0, short.stderr[-3000:]
+    longer = run_genlab(
+        "train", *common, "trainer.max_steps=4", "resume=auto", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    whole = run_genlab("train", *common, "trainer.max_steps=4", f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["steps"] == 4
+    resumed, reference = (
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        for name in ("run", "whole")
+    )
+    assert resumed["global_step"] == reference["global_step"] == 4
+    for key, value in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key

@@ -175,7 +175,7 @@ def test_slerp_keeps_the_norm_of_orthogonal_unit_latents_and_hits_both_ends():
 
 
 def test_vae_interpolation_between_real_images_ends_at_their_reconstructions(runs, tmp_path: Path, capsys):
-    from genlab.train import build_datamodule
+    from genlab.build import build_datamodule
 
     model = genlab.load(runs["vae"], device="cpu")
     real = build_datamodule(model.run_config).real_images("test")

@@ -37,6 +37,9 @@ def test_tiny_run_writes_record_checkpoint_and_samples(tmp_path: Path):
         record["best_checkpoint"].startswith("checkpoints/")
         and (run_dir / record["best_checkpoint"]).is_file()
     )
+    # the VAE declares its ELBO best when largest; undeclared losses are best when smallest (genlab compare)
+    assert record["metric_modes"]["val/elbo"] == "max" and record["metric_modes"]["val/loss"] == "min"
+    assert set(record["metric_modes"]) == set(record["metrics"])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     png = run_dir / "samples" / "last.png"
@@ -181,3 +184,26 @@ def test_a_run_whose_objective_is_missing_says_so_in_its_record(tmp_path: Path):
     record = read_record(run_dir)
     assert record["status"] == "completed"
     assert record["objective_missing"].startswith("objective metric 'val/nope' was not logged; logged: [")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # a sweep would maximise the loss-like direction of a metric the family declares best when largest
+        (
+            ["objective.metric=val/elbo", "objective.mode=min"],
+            "objective.mode=min but val/elbo is best when largest: set objective.mode=max",
+        ),
+        # a callback entry with no _target_ that no shipped config knows: a typo, not a silent no-op
+        (
+            ["+callbacks.fidelty.n_samples=0"],
+            "callbacks.fidelty has no _target_ and no shipped config defines it: a typo?",
+        ),
+    ],
+)
+def test_contradictory_or_misspelt_settings_fail_in_one_line(tmp_path: Path, overrides, expected):
+    result = run_genlab("train", "debug=fast", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

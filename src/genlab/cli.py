@@ -20,6 +20,9 @@ commands:
   sample      images, interpolations or text        genlab sample run=outputs/train/runs/<run> n=64 seed=0
   compare     table and plots of run directories    genlab compare outputs/train/multirun/<time> --by model._target_
   reproduce   re-run a finished run, check metrics  genlab reproduce outputs/train/runs/<run> [--tolerance REL]
+  serve       a run over HTTP (LitServe)            genlab serve run=outputs/train/runs/<run> port=8000
+  quantize    a smaller copy of a run (int8, fp16)  genlab quantize run=outputs/train/runs/<run> method=dynamic_int8
+  export      a run's network as ONNX               genlab export run=outputs/train/runs/<run> format=onnx
 
 Run `genlab <command> --help` for the command's own help.
 """
@@ -31,9 +34,12 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
     def command(argv: list[str]) -> None:
         import hydra
 
+        from genlab import config
         from genlab.config import conf_dir
         from genlab.overrides import prepare
 
+        config.composing = True  # genlab's search-path plugin: packaged configs + the user's config folder
+        argv = _absolute_config_dirs(argv)
         argv = prepare(config_name, argv, conf_dir())  # the default recipe; `group=null` as `~group`
         if not _is_relaunched_rank():
             argv = _refuse_existing_run_dir(argv)
@@ -51,6 +57,31 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
 
     command.config_name = config_name  # genlab.completion asks Hydra to complete this config
     return command
+
+
+_CONFIG_DIR_FLAGS = ("-cp", "--config-path", "-cd", "--config-dir")
+
+
+def _absolute_config_dirs(argv: list[str]) -> list[str]:
+    """`-cp`/`-cd` folders as absolute paths: Hydra would read a relative `-cp` from inside the installed
+    genlab package, and run.json's command and the resume command must work from any folder."""
+    out, take = [], False
+    for arg in argv:
+        if take:
+            out.append(_absolute(arg))
+            take = False
+            continue
+        flag, eq, value = arg.partition("=")
+        if arg in _CONFIG_DIR_FLAGS:
+            take = True
+        elif eq and flag in _CONFIG_DIR_FLAGS:
+            arg = f"{flag}={_absolute(value)}"
+        out.append(arg)
+    return out
+
+
+def _absolute(path: str) -> str:
+    return path if not path or "://" in path else os.path.abspath(path)  # `pkg://...` stays as it is
 
 
 def _is_relaunched_rank() -> bool:
@@ -117,6 +148,9 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "sample": lambda argv: __import__("genlab.sample", fromlist=["main"]).main(argv),
     "compare": lambda argv: __import__("genlab.runs.compare", fromlist=["main"]).main(argv),
     "reproduce": lambda argv: __import__("genlab.runs.reproduce", fromlist=["main"]).main(argv),
+    "serve": lambda argv: __import__("genlab.serve", fromlist=["main"]).main(argv),
+    "quantize": lambda argv: __import__("genlab.quantize", fromlist=["main"]).main(argv),
+    "export": lambda argv: __import__("genlab.export", fromlist=["main"]).main(argv),
 }
 
 

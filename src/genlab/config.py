@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError
+
+# True while a `genlab` command composes its config: only then does genlab's search-path plugin
+# (hydra_plugins/genlab_searchpath) add the configs below, never to another Hydra app in the same environment
+composing = False
 
 
 def conf_dir() -> Path:
@@ -22,6 +27,25 @@ def conf_dir() -> Path:
     )
 
 
+def user_config_dir() -> Path:
+    """The user's own config folder, searched after the packaged configs by every `genlab` command:
+    $GENLAB_CONFIG_DIR, else $XDG_CONFIG_HOME/genlab (~/.config/genlab). Its `local/default.yaml` is applied
+    to every run (personal overrides); its other files add options (e.g. `experiment/mine.yaml`)."""
+    if os.environ.get("GENLAB_CONFIG_DIR"):
+        return Path(os.environ["GENLAB_CONFIG_DIR"]).expanduser().absolute()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base).expanduser().absolute() / "genlab"
+
+
+def search_path() -> list[str]:
+    """What a `genlab` command adds to Hydra's config search path: the packaged configs (so that a user's own
+    primary config, `-cp DIR -cn NAME`, can list `train` in its defaults) and the user's config folder."""
+    entries = [f"file://{conf_dir()}"]
+    if user_config_dir().is_dir():
+        entries.append(f"file://{user_config_dir()}")
+    return entries
+
+
 def check_mandatory(cfg: DictConfig) -> None:
     """Fail at start, not at first use, when a `???` value was left unset."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -31,3 +55,28 @@ def check_mandatory(cfg: DictConfig) -> None:
             f"missing mandatory value{'s' if len(missing) > 1 else ''}: {', '.join(missing)}; "
             f"set it on the command line, e.g. {first}=..."
         )
+
+
+def command_options(
+    command: str, argv: list[str], raw_strings: tuple[str, ...] = ()
+) -> tuple[DictConfig, list[str], set[str]]:
+    """The options of a `genlab <command> key=value ...` that reads a run (sample, serve, quantize, export):
+    (conf/<command>.yaml merged with the args that name its keys, the other args as overrides of the run's
+    config, the option names given). `raw_strings` keep their text as typed (paths, prompts)."""
+    options = OmegaConf.load(conf_dir() / f"{command}.yaml")
+    given, run_overrides, names = [], [], set()
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            raise ConfigError(
+                f"unexpected argument {arg!r}: genlab {command} takes key=value pairs, e.g. run=DIR"
+            )
+        key, value = arg.split("=", 1)
+        if key.split(".", 1)[0] in options:
+            given.append({key: value} if key in raw_strings else OmegaConf.from_dotlist([arg]))
+            names.add(key)
+        else:
+            run_overrides.append(arg)
+    options = OmegaConf.merge(options, *given)
+    if bool(options.ckpt) == bool(options.run):
+        raise ConfigError("give exactly one of run=RUN_DIR (a run directory) or ckpt=PATH (a checkpoint)")
+    return options, run_overrides, names

@@ -2,7 +2,7 @@
 
 Rebuilds the datamodule and module as `genlab train` does, loads the checkpoint's weights (weights_only), then
 computes the test loss (LM: loss, perplexity, bits per token over the full split) and, for image families,
-FID/KID/IS/PR (the classifier from `${paths.cache_dir}/classifiers/<dataset>.ckpt` unless fid.checkpoint says
+FID/KID/IS/PR (the classifier from `${paths.cache_dir}/classifiers/<dataset>.ckpt` unless fidelity.checkpoint says
 otherwise) and novelty, both from one draw of samples. Writes `<ckpt stem>.eval.json` (`.eval-val.json`
 for split=val) beside the checkpoint and prints a table. Options are conf/eval.yaml's keys; any other
 `key=value` overrides the run's config.
@@ -58,18 +58,13 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     cfg = load_run_config(run_dir, run_overrides)
     check_targets(cfg, bool(options.trust_config))
     seed = cfg.seed if options.seed is None else options.seed
-    with open_dict(cfg):
-        if options.full_split:
-            cfg.trainer[f"limit_{options.split}_batches"] = 1.0
-            if "tokenizer_dir" in cfg.data:  # text: the LM evaluates every window, not an even subset
-                cfg.data.max_samples = None
 
     import lightning as L  # heavy: after the arguments and config are known to be good
     import torch
-    from hydra.utils import instantiate
+    from hydra.utils import get_object, instantiate
 
+    from genlab.build import build_datamodule, implements, scalar_metrics
     from genlab.models.base import ImageGenerator
-    from genlab.train import _overrides, _scalars, build_datamodule
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -77,6 +72,12 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     # objects, never the stored config's value (a config file from elsewhere could set it)
     trusted = OmegaConf.from_dotlist([o for o in run_overrides if o.split("=", 1)[0] == "trust_checkpoint"])
     checkpoint = read_checkpoint(ckpt, trust=bool(trusted.get("trust_checkpoint")))
+    with open_dict(cfg):
+        if options.full_split:
+            cfg.trainer[f"limit_{options.split}_batches"] = 1.0
+            modality = getattr(get_object(cfg.model._target_), "modality", None)
+            if modality in ("text", "seq2seq"):  # every sequence, not an even subset
+                cfg.data.max_samples = None
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
@@ -96,10 +97,10 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
-    if _overrides(module, "test_step" if options.split == "test" else "validation_step"):
+    if implements(module, "test_step" if options.split == "test" else "validation_step"):
         run_split = trainer.test if options.split == "test" else trainer.validate
         for result in run_split(module, datamodule=datamodule, verbose=False):
-            metrics.update(_scalars(result))
+            metrics.update(scalar_metrics(result))
     seconds["loss"] = time.perf_counter() - start
     # Lightning hands the module back on the CPU: sampling (a DDPM's many passes) is where a GPU pays off
     device = options.device
@@ -110,6 +111,15 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     if isinstance(module, ImageGenerator) and hasattr(datamodule, "real_images"):
         report |= evaluate_images(options, cfg, module, datamodule, seed, metrics, seconds)
+    if getattr(module, "modality", None) == "seq2seq":  # BLEU/chrF of beam and greedy decoding and of copying
+        from genlab.metrics.translation import evaluate_translations
+
+        loader = datamodule.test_dataloader() if options.split == "test" else datamodule.val_dataloader()
+        found, took, _ = evaluate_translations(
+            module, loader, datamodule.tokenizer, options.split, **options.translation
+        )
+        metrics.update(found)
+        seconds.update(took)
 
     report = {
         "checkpoint": str(ckpt),
@@ -151,65 +161,39 @@ def evaluate_images(
     metrics: dict[str, float],
     seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """FID & co. and novelty of an image generator into `metrics` / `seconds`; returns the report's notes.
-
-    One draw of samples serves both when FID runs and novelty wants no more images than FID draws.
-    """
+    """FID & co., class metrics and novelty of one draw of an image generator's samples into `metrics` /
+    `seconds` (the fidelity callback's component and options); returns the report's notes."""
     import torch
 
+    from genlab.metrics.images import ImageMetrics
+
+    chosen = OmegaConf.to_container(options.fidelity, resolve=True)
     report: dict[str, Any] = {}
-    weights = options.fid.checkpoint
-    if options.fid.enabled and not weights and options.fid.extractor == "classifier":
+    if chosen["n_samples"] == 0:
+        return report
+    if not chosen["checkpoint"] and chosen["extractor"] == "classifier":
         home = classifier_home(cfg)
         if home is not None and home.is_file():
-            weights = str(home)
+            chosen["checkpoint"] = str(home)
         else:
             report["fid_skipped"] = (
                 f"no classifier at {home}; make it with `genlab train experiment=mnist_classifier` "
-                f"or pass fid.checkpoint=PATH"
+                f"or pass fidelity.checkpoint=PATH"
             )
-    samples, fidelity = None, None
-    if options.fid.enabled and (weights or options.fid.extractor != "classifier"):
-        from genlab.metrics.fidelity import Fidelity
+    chosen["cache_dir"] = chosen["cache_dir"] or cfg.paths.get("cache_dir")
+    chosen["seed"] = seed
+    scorer = ImageMetrics(**chosen)
+    labels = scorer.labels_for(module)  # a conditional model: every class in turn
+    start = time.perf_counter()
+    from genlab.metrics.sampling import draw
 
-        fidelity = Fidelity(
-            extractor=options.fid.extractor,
-            weights_path=weights,
-            n_samples=options.fid.n_samples,
-            batch_size=options.fid.batch_size,
-            metrics=list(options.fid.metrics),
-            real_split=options.fid.real_split,
-            cache_dir=options.fid.cache_dir or cfg.paths.get("cache_dir"),
-            seed=seed,
-        )
-        start = time.perf_counter()
-        samples = fidelity.sample(module)
-        seconds["sampling"] = time.perf_counter() - start
-        start = time.perf_counter()
-        cuda = torch.device(getattr(module, "device", "cpu")).type == "cuda"
-        metrics.update(fidelity.evaluate_samples(samples, datamodule, cuda=cuda))
-        report["extractor"] = fidelity.identity()[0]
-        report["reference_cached"] = fidelity.last_reference_cached
-        seconds["fidelity"] = time.perf_counter() - start
-    if options.novelty.enabled:
-        from genlab.metrics.novelty import Novelty
-
-        start = time.perf_counter()
-        # the classifier's feature space when there is one, else raw pixels
-        novelty = Novelty(
-            weights if options.fid.extractor == "classifier" else None,
-            n_samples=options.novelty.n_samples,
-            batch_size=options.novelty.batch_size,
-            heldout_split=options.novelty.heldout_split,
-            seed=seed,
-        )
-        if samples is not None and novelty.n_samples <= len(samples):
-            metrics.update(novelty.evaluate_samples(samples, datamodule))
-        else:
-            metrics.update(novelty.evaluate(module, datamodule))
-        report["novelty_features"] = novelty.label
-        seconds["novelty"] = time.perf_counter() - start
-    return report
+    samples = draw(module, scorer.n_samples, scorer.batch_size, torch.Generator().manual_seed(seed), labels)
+    seconds["sampling"] = time.perf_counter() - start
+    cuda = torch.device(getattr(module, "device", "cpu")).type == "cuda"
+    found, notes = scorer.score(samples, datamodule, labels, getattr(module, "num_classes", None), cuda=cuda)
+    metrics.update(found)
+    seconds.update(notes.pop("seconds"))
+    return report | notes
 
 
 def print_table(report: dict[str, Any]) -> None:

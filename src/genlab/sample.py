@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from genlab.config import conf_dir
+from genlab.config import command_options, conf_dir
 from genlab.errors import ConfigError, GenlabError
 
 CHOICES = {
@@ -29,11 +29,12 @@ NUMBERS = {
     "n": (True, 1, False), "batch_size": (True, 1, False), "rows": (True, 1, False), "points": (True, 1, False),
     "max_new_tokens": (True, 1, False), "num_samples": (True, 1, False), "seed": (True, 0, False),
     "temperature": (False, 0, False), "steps": (True, 1, True), "nrow": (True, 1, True), "top_k": (True, 1, True),
-    "eta": (False, 0, True), "top_p": (False, 0, True),
+    "eta": (False, 0, True), "top_p": (False, 0, True), "guidance": (False, 0, True),
+    "beam_size": (True, 1, False), "length_penalty": (False, 0, False),
 }  # fmt: skip
 # options that only mean something for one kind of model: naming one for the other kind is a mistake
-IMAGE_ONLY = ("mode", "n", "format", "nrow", "batch_size", "labels", "sampler", "steps", "eta", "rows", "points",
-              "source", "data_split")  # fmt: skip
+IMAGE_ONLY = ("mode", "n", "format", "nrow", "batch_size", "labels", "guidance", "sampler", "steps", "eta", "rows",
+              "points", "source", "data_split")  # fmt: skip
 TEXT_ONLY = (
     "prompt",
     "prompt_file",
@@ -44,26 +45,14 @@ TEXT_ONLY = (
     "top_p",
     "stream",
 )
-RAW_STRINGS = ("prompt", "out", "run", "ckpt", "prompt_file")  # taken as typed, not parsed as YAML values
+# taken as typed, not parsed as YAML values
+RAW_STRINGS = ("prompt", "out", "run", "ckpt", "prompt_file", "src")
+SEQ2SEQ_ONLY = ("src", "beam_size", "length_penalty")  # seq2seq models (generation/translation.py)
 
 
 def parse_args(argv: list[str]) -> tuple[DictConfig, list[str], set[str]]:
     """(conf/sample.yaml merged with the args naming its keys, the other args, the option names given)."""
-    options = OmegaConf.load(conf_dir() / "sample.yaml")
-    given, run_overrides = {}, []
-    for arg in argv:
-        if "=" not in arg or arg.startswith("-"):
-            raise ConfigError(
-                f"unexpected argument {arg!r}: genlab sample takes key=value pairs, e.g. run=DIR"
-            )
-        key, value = arg.split("=", 1)
-        if key in options:
-            given[key] = value if key in RAW_STRINGS else OmegaConf.from_dotlist([arg])[key]
-        else:
-            run_overrides.append(arg)
-    options = OmegaConf.merge(options, given)
-    if bool(options.ckpt) == bool(options.run):
-        raise ConfigError("give exactly one of run=RUN_DIR (a run directory) or ckpt=PATH (a checkpoint)")
+    options, run_overrides, given = command_options("sample", argv, RAW_STRINGS)
     for key, choices in CHOICES.items():
         if options[key] not in choices:
             raise ConfigError(f"{key}={options[key]!r}: choose one of {', '.join(choices)}")
@@ -103,6 +92,14 @@ def sample(options: DictConfig, run_overrides: list[str], given: set[str]) -> tu
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(options.device)
     module = load_module(run_dir, ckpt, cfg, options.weights, device, bool(options.trust_checkpoint))
+    if getattr(module, "modality", None) == "seq2seq":
+        from genlab.generation.translation import write_translations
+
+        return write_translations(module, options, given, run_dir), True
+    if given & set(SEQ2SEQ_ONLY):
+        wrong = ", ".join(sorted(given & set(SEQ2SEQ_ONLY)))
+        name = type(module).__name__
+        raise ConfigError(f"{wrong}: only for sequence-to-sequence models, not {name}; leave it out")
     if not isinstance(module, (LanguageModel, ImageGenerator)):
         raise ConfigError(f"{type(module).__name__} is neither an image generator nor a language model")
     kind = "text" if isinstance(module, LanguageModel) else "images"
@@ -128,13 +125,14 @@ def sample(options: DictConfig, run_overrides: list[str], given: set[str]) -> tu
     described = images.configure_sampler(module, options.sampler, options.steps, options.eta, interpolate)
     lines += [f"sampler: {described}"] if described else []
     if not interpolate:
-        labels = images.labels_for(module, options.labels, options.n)
-        drawn = images.draw(module, options.n, options.batch_size, generator, labels)
-        paths = images.save(drawn, out, options.format, options.nrow)
+        labels, nrow = images.labels_for(module, options.labels, options.n, options.nrow)
+        n = options.n if labels is None else len(labels)
+        drawn = images.draw(module, n, options.batch_size, generator, labels, options.guidance)
+        paths = images.save(drawn, out, options.format, nrow)
         where = paths[0] if len(paths) == 1 else f"{out} ({', '.join(p.name for p in paths[:2])} ...)"
         return lines + [f"wrote {len(drawn)} samples to {where}"], False
     if options.source == "data":
-        from genlab.train import build_datamodule
+        from genlab.build import build_datamodule
 
         real = build_datamodule(cfg).real_images(options.data_split)
         rows = interpolation.data_paths(module, real, options.rows, options.points, options.seed)

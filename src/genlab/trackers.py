@@ -1,12 +1,15 @@
 """Experiment trackers that never stop to ask for anything: a Weights & Biases logger that goes offline by itself
-when no credentials are found, groups the jobs of one sweep, and carries the run record into the run config.
+when no credentials are found, groups the jobs of one sweep, and carries the run record into the run config;
+an MLflow logger that keeps a store in the run dir unless given a tracking server.
 
-Importing this module is cheap; wandb itself is imported by Lightning only when the run starts logging.
+Importing this module is cheap; wandb and mlflow are imported by Lightning only when a run uses them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import netrc
 import os
 import sys
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from genlab.errors import ConfigError
 from genlab.runs.record import RECORD_NAME
 
 # run.json fields worth having beside the resolved config in the tracker (the rest is status or metrics)
@@ -136,3 +140,75 @@ def wandb_logger(
         config=config,
         **kwargs,
     )
+
+
+MLFLOW_EXTRA = "pip install 'genlab[mlflow]'"
+
+
+def mlflow_tracking_uri(save_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """Where the run logs: `tracking_uri` if given, else MLFLOW_TRACKING_URI, else a SQLite store of its own in
+    `<save_dir>/mlflow/mlflow.db` (MLflow 3 refuses a plain-folder store without an opt-out)."""
+    if tracking_uri:
+        return str(tracking_uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(Path(save_dir) / 'mlflow' / 'mlflow.db').absolute()}"
+
+
+def mlflow_logger(
+    *,
+    save_dir: str,
+    tracking_uri: str | None = None,
+    experiment_name: str = "genlab",
+    run_name: str | None = None,
+    tags: list[str] | None = None,
+    log_model: bool | str = False,
+    artifact_location: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Lightning's MLFlowLogger, logging to `mlflow_tracking_uri(save_dir, tracking_uri)`.
+
+    The run is tagged with the run record's provenance (`mlflow.source.git.commit`, `genlab.command`,
+    `genlab.run_dir`, `genlab.seed`), `genlab.sweep` (the sweep folder, shared by a multirun's jobs) and each of
+    genlab's `tags` as a tag of its own; the entry point adds the resolved config through `log_hyperparams`.
+    With the default store, artifacts (`log_model`) go to `<save_dir>/mlflow/artifacts`.
+    """
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(f"logger=mlflow needs MLflow, which is not installed: {MLFLOW_EXTRA}")
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.exceptions import MlflowException
+
+    for name in ("mlflow", "alembic"):  # a new SQLite store prints its schema migrations, line by line
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = mlflow_tracking_uri(save_dir, tracking_uri)
+    if artifact_location is None and not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        artifact_location = str((Path(save_dir) / "mlflow" / "artifacts").absolute())
+    record = read_record(save_dir)
+    run_tags = {tag: "" for tag in tags or []}
+    run_tags.update(
+        {
+            "mlflow.source.name": "genlab",
+            "mlflow.source.git.commit": (record.get("git") or {}).get("commit"),
+            "genlab.command": record.get("command"),
+            "genlab.run_dir": str(Path(save_dir).absolute()),
+            "genlab.seed": record.get("seed"),
+            "genlab.sweep": sweep_group(),
+        }
+    )
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MLFlowLogger(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            tags={key: str(value) for key, value in run_tags.items() if value is not None},
+            log_model=log_model,
+            artifact_location=artifact_location,
+            **kwargs,
+        )
+    except MlflowException as error:  # an unusable store (MLflow 3 refuses plain folders); first line only
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"logger.mlflow.tracking_uri={uri}: {reason} (give an http(s):// server or a sqlite:/// database)"
+        ) from None

@@ -85,9 +85,9 @@ def make(ckpt: Path, tmp_path: Path, **kw) -> FidelityCallback:
 def test_every_n_epochs_and_not_twice_at_the_end(classifier_ckpt, tmp_path, monkeypatch, caplog):
     callback = make(classifier_ckpt, tmp_path, every_n_epochs=1)
     steps = []
-    evaluate = type(callback.fidelity).evaluate_samples
+    evaluate = type(callback.metrics.fidelity).evaluate_samples
     monkeypatch.setattr(
-        type(callback.fidelity),
+        type(callback.metrics.fidelity),
         "evaluate_samples",
         lambda self, *a, **k: steps.append(1) or evaluate(self, *a, **k),
     )

@@ -165,7 +165,7 @@ def test_checkpoint_round_trip(digits, tmp_path):
     trainer.save_checkpoint(path)
 
     ckpt = torch.load(path, weights_only=True)  # tensors and plain Python only
-    assert ckpt["hyper_parameters"] == {"beta": 1.0, "recon_loss": "bce"}
+    assert ckpt["hyper_parameters"] == {"beta": 1.0, "recon_loss": "bce", "num_classes": None}
     fresh = make_vae(seed=123)  # different initial weights
     fresh.load_state_dict(ckpt["state_dict"])
     a = vae.sample(8, generator=torch.Generator().manual_seed(0))

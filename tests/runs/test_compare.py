@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 import yaml
 
 from genlab.runs.compare import compare, differing_keys, load_runs, main, metric_mode
+from genlab.runs.comparison import TAB10, sample_files
 from genlab.runs.rundirs import flatten, resolve
-from tests.conftest import run_genlab
+from tests.conftest import CONF, run_genlab
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,8 +34,11 @@ def make_run(
     model: dict | None = None,
     curve: list[float] | None = None,
     extra: dict | None = None,
+    modes: dict[str, str] | None = None,
+    experiment: str = "toy",
 ) -> Path:
-    """A run dir as `genlab train` leaves it: run.json, .hydra/config.yaml, csv/metrics.csv."""
+    """A run dir as `genlab train` leaves it: run.json (with `metric_modes` when `modes` is given, as runs
+    recorded since the families declare their directions), .hydra/config.yaml, csv/metrics.csv."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     config = {
@@ -51,7 +56,7 @@ def make_run(
     record = {
         "status": status,
         "task": "train",
-        "experiment": "toy",
+        "experiment": experiment,
         "seed": seed,
         "overrides": [f"optimizer.lr={lr}", f"seed={seed}"],
         "steps": 40,
@@ -59,6 +64,8 @@ def make_run(
         "metrics": metrics or {},
         "error": "RuntimeError: boom" if status == "failed" else None,
     }
+    if modes is not None:
+        record["metric_modes"] = modes
     (run / "run.json").write_text(json.dumps(record))
     if curve:
         (run / "csv").mkdir()
@@ -143,15 +150,186 @@ def test_rich_table_prints_every_run(sweep: Path, capsys):
         assert text in out
 
 
-def test_max_metrics_rank_descending(tmp_path: Path):
-    make_run(tmp_path, "a", metrics={"val/loss": 1.0, "val/acc": 0.9})
-    make_run(tmp_path, "b", seed=2, metrics={"val/loss": 0.5, "val/acc": 0.7})
-    comparison = compare(load_runs([str(tmp_path)]), metric="val/acc")
-    assert comparison.mode == "max" and [r.name for r in comparison.runs] == ["a", "b"]
-    assert compare(load_runs([str(tmp_path)]), metric="val/acc", mode="min").runs[0].name == "b"
-    assert metric_mode("fid/classifier-mnist5k/5000") == "min" and metric_mode("kid/mean") == "min"
-    assert metric_mode("is/inception/5000") == "max" and metric_mode("precision") == "max"
-    assert metric_mode("val/dist") == "min"  # "is" as a word, not a substring
+def test_direction_is_what_the_runs_declare(tmp_path: Path, capsys):
+    # a VAE's ELBO is best when largest: its run.json says so, whatever the metric's name
+    elbo = {"val/loss": "min", "val/elbo": "max"}
+    make_run(tmp_path, "a", metrics={"val/loss": 300.0, "val/elbo": -300.0}, modes=elbo)
+    make_run(tmp_path, "b", seed=2, metrics={"val/loss": 100.0, "val/elbo": -100.0}, modes=elbo)
+    make_run(
+        tmp_path, "old", seed=3, metrics={"val/loss": 200.0, "val/elbo": -200.0}
+    )  # predates metric_modes
+    runs = load_runs([str(tmp_path)])
+    assert metric_mode(runs, "val/elbo") == ("max", "declared", None)
+    assert metric_mode(runs, "val/loss") == ("min", "declared", None)
+    comparison = compare(runs, metric="val/elbo")
+    assert comparison.mode == "max" and [r.name for r in comparison.runs] == ["b", "old", "a"]
+    assert comparison.modes == {"val/elbo": "max", "val/loss": "min"}
+    # an explicit --mode wins
+    assert [r.name for r in compare(runs, metric="val/elbo", mode="min").runs] == ["a", "old", "b"]
+
+    out, _ = compare_output(capsys, str(tmp_path), "--metric", "val/elbo", "--format", "md", "--no-plots")
+    assert [r["run"] for r in parse_markdown(out)] == ["b", "old", "a"]
+    out, _ = compare_output(capsys, str(tmp_path), "--metric", "val/elbo", "--no-plots")
+    assert "ranked by val/elbo (max is best, as the runs declare it" in out
+    assert "val/elbo ↑" in out and "val/loss ↓" in out
+
+
+def test_direction_of_undeclared_old_or_disputed_metrics_is_min(tmp_path: Path, capsys):
+    # runs from before the declarations: every metric is loss-like, even one called accuracy
+    make_run(tmp_path / "old", "a", metrics={"val/loss": 1.0, "val/acc": 0.9})
+    make_run(tmp_path / "old", "b", seed=2, metrics={"val/loss": 0.5, "val/acc": 0.7})
+    comparison = compare(load_runs([str(tmp_path / "old")]), metric="val/acc")
+    assert (comparison.mode, comparison.mode_source) == ("min", "default")
+    assert [r.name for r in comparison.runs] == ["b", "a"]
+    assert [r.name for r in compare(load_runs([str(tmp_path / "old")]), "val/acc", mode="max").runs] == [
+        "a",
+        "b",
+    ]
+
+    # a prefix declaration ("is/") covers the metrics under it; a run recording a metric it does not declare
+    # counts it "min", one that never recorded it does not vote
+    is_max = {"is/": "max"}
+    make_run(tmp_path / "new", "x", metrics={"is/cls/64": 2.0, "val/loss": 1.0}, modes=is_max)
+    make_run(tmp_path / "new", "y", seed=2, metrics={"is/cls/64": 3.0, "val/loss": 2.0}, modes=is_max)
+    make_run(tmp_path / "new", "z", seed=3, metrics={"val/loss": 0.5}, modes={"val/loss": "min"})
+    runs = load_runs([str(tmp_path / "new")])
+    assert metric_mode(runs, "is/cls/64") == ("max", "declared", None)
+    assert metric_mode(runs, "val/loss") == ("min", "declared", None)  # recorded, undeclared by x and y
+
+    # runs that disagree: min, and a warning naming who said what
+    make_run(tmp_path / "new", "w", seed=4, metrics={"is/cls/64": 9.0}, modes={"is/cls/64": "min"})
+    runs = load_runs([str(tmp_path / "new")])
+    mode, source, note = metric_mode(runs, "is/cls/64")
+    assert (mode, source) == ("min", "default")
+    assert "max: x, y; min: w" in note
+    _, err = compare_output(
+        capsys, str(tmp_path / "new"), "--metric", "is/cls/64", "--format", "csv", "--no-plots"
+    )
+    assert "warning: runs disagree on which way is/cls/64 is better (max: x, y; min: w)" in err
+
+
+def mixed_families(root: Path) -> Path:
+    """Two experiments logging different metrics, beside the ones they share; a failed run with few."""
+    vae = {"_target_": "genlab.models.vae.VAE", "beta": 1.0}
+    gan = {"_target_": "genlab.models.gan.GAN", "latent_dim": 64}
+    vae_modes = {"val/loss": "min", "val/elbo": "max", "fid/cls/64": "min"}
+    for seed, loss in ((1, 300.0), (2, 200.0)):
+        make_run(
+            root,
+            f"vae{seed}",
+            seed=seed,
+            model=vae,
+            experiment="mnist_vae",
+            metrics={"val/loss": loss, "val/elbo": -loss, "val/kl": 10.0, "fid/cls/64": loss / 10},
+            modes={**vae_modes, "val/kl": "min"},
+            curve=[3.0, 2.0, 1.0, 0.8],
+        )
+    make_run(
+        root,
+        "gan1",
+        model=gan,
+        experiment="mnist_gan",
+        metrics={"val/loss": 0.5, "train/d_acc": 0.7, "fid/cls/64": 25.0},
+        modes={"val/loss": "min", "train/d_acc": "min", "fid/cls/64": "min"},
+        curve=[2.0, 1.5, 1.0, 0.9],
+    )
+    make_run(root, "gan2", status="failed", model=gan, experiment="mnist_gan", metrics={"val/loss": 0.1})
+    return root
+
+
+def test_mixed_families_show_the_metrics_every_run_shares(tmp_path: Path, capsys):
+    root = mixed_families(tmp_path / "runs")
+    comparison = compare(load_runs([str(root)]), metric="fid/cls/64")
+    # the ranking metric, then what every completed run recorded; the failed run's lack of fid does not count
+    assert comparison.metrics == ["fid/cls/64", "val/loss"]
+    assert comparison.hidden == ["train/d_acc", "val/elbo", "val/kl"]
+    # seed varies within an experiment: a column; the model class is each experiment's own: its recipe
+    assert (comparison.keys, comparison.recipe_keys) == (["seed"], ["model._target_"])
+    assert [r.name for r in comparison.runs] == ["vae2", "gan1", "vae1", "gan2"]
+
+    out, err = compare_output(capsys, str(root), "--metric", "fid/cls/64", "--format", "md", "--no-plots")
+    header = list(parse_markdown(out)[0])
+    assert header[:4] == ["#", "run", "experiment", "seed"] and header[-2:] == ["fid/cls/64", "val/loss"]
+    note = "note: not shown: 3 metrics not every completed run recorded (train/d_acc, val/elbo, val/kl); "
+    note += "1 config keys that differ only between experiments (model._target_); --all-columns shows them"
+    assert note in err
+    out, _ = compare_output(capsys, str(root), "--format", "md", "--no-plots", "--all-columns")
+    header = list(parse_markdown(out)[0])
+    assert header[3:5] == ["seed", "model._target_"]
+    assert header[-5:] == ["val/loss", "fid/cls/64", "train/d_acc", "val/elbo", "val/kl"]
+    # CSV is for programs: every metric, always
+    out, err = compare_output(capsys, str(root), "--format", "csv", "--no-plots")
+    rows = {r["run"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows["vae1"]["val/elbo"] == "-300.0" and rows["gan1"]["train/d_acc"] == "0.7"
+    assert rows["gan1"]["val/elbo"] == "" and rows["gan1"]["model._target_"] == "GAN" and "note:" not in err
+
+
+def png(path: Path, color: tuple[int, int, int], size: int = 8) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), color).save(path)
+    return path
+
+
+def test_sample_files_are_the_latest_of_each_series_without_copies(tmp_path: Path):
+    run_dir = make_run(tmp_path, "a", metrics={"val/loss": 1.0})
+    for epoch in (0, 1, 2, 10):
+        png(run_dir / "samples" / f"epoch_{epoch:03d}.png", (epoch, 0, 0))
+        png(run_dir / "samples" / f"recon_epoch_{epoch:03d}.png", (0, epoch, 0))
+    png(run_dir / "samples" / "last.png", (10, 0, 0))  # the callback's copy of the latest grid
+    (run_dir / "samples" / "epoch_010.txt").write_text("text")
+    (run, *_) = load_runs([str(run_dir)])
+    assert [p.name for p in sample_files(run)] == ["epoch_010.png", "recon_epoch_010.png"]
+    assert [p.name for p in sample_files(run, (".txt",))] == ["epoch_010.txt"]
+    assert sample_files(load_runs([str(make_run(tmp_path, "b"))])[0]) == []
+
+
+def test_html_report_has_every_runs_samples_and_per_experiment_metrics(tmp_path: Path, capsys):
+    root = mixed_families(tmp_path / "runs")
+    grids = {name: png(root / name / "samples" / "epoch_002.png", (40 * i, 200, 90)) for i, name in
+             enumerate(("vae1", "vae2", "gan1"))}  # fmt: skip
+    (root / "gan1" / "samples" / "epoch_002.txt").write_text("ROMEO. <what light>")
+    out_dir = tmp_path / "report"
+    compare_output(capsys, str(root), "--metric", "fid/cls/64", "--format", "html", "--out", str(out_dir))
+    page = (out_dir / "compare.html").read_text()
+    embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    samples = {alt: base64.b64decode(data) for alt, data in embedded if ":" in alt}
+    assert samples == {f"{name}: epoch_002.png": path.read_bytes() for name, path in grids.items()}
+    assert "ROMEO. &lt;what light&gt;" in page  # text samples, escaped
+    assert "no samples: gan2" in page
+    # every metric stays reachable: one table per experiment with all of its runs' metrics
+    sections = dict(re.findall(r"<summary>(\w+): (\d+ runs, \d+ metrics)</summary>", page))
+    assert sections == {"mnist_vae": "2 runs, 4 metrics", "mnist_gan": "2 runs, 3 metrics"}
+
+
+def test_a_run_has_one_colour_in_the_table_and_every_plot(tmp_path: Path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = mixed_families(tmp_path / "runs")
+    out_dir = tmp_path / "report"
+    compare_output(capsys, str(root), "--metric", "fid/cls/64", "--format", "html", "--out", str(out_dir))
+    comparison = compare(load_runs([str(root)]), metric="fid/cls/64")
+    colors = {run.name: comparison.color(run) for run in comparison.runs}
+    assert colors == dict(zip(["vae2", "gan1", "vae1", "gan2"], TAB10))  # table order, best first
+
+    def has(image: Path, color: str) -> bool:
+        pixels = np.asarray(Image.open(image).convert("RGB")).reshape(-1, 3).astype(int)
+        rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+        return bool((np.abs(pixels - rgb).max(axis=1) <= 8).any())
+
+    completed = ["vae2", "gan1", "vae1"]  # the bar chart shows completed runs only
+    for image in ("final_fid-cls-64.png", "curves_train-loss.png", "curves_val-loss.png"):
+        assert all(has(out_dir / image, colors[name]) for name in completed), image
+    assert not has(out_dir / "final_fid-cls-64.png", colors["gan2"])
+    page = (out_dir / "compare.html").read_text()
+    for name, color in colors.items():
+        assert f'<span class="swatch" style="background:{color}"></span>{name}</td>' in page
+    # with --by the runs of a group share the group's colour
+    grouped = compare(load_runs([str(root)]), metric="fid/cls/64", by="experiment")
+    by_name = {run.name: grouped.color(run) for run in grouped.runs}
+    assert by_name["vae1"] == by_name["vae2"] != by_name["gan1"] == by_name["gan2"]
 
 
 def test_plots_are_pngs_and_html_embeds_them(sweep: Path, tmp_path: Path, capsys):
@@ -334,3 +512,90 @@ def test_cli_without_torch_lightning_or_matplotlib(sweep: Path, tmp_path: Path):
     result = run_genlab("compare", str(tmp_path / "empty"), timeout=60)
     assert result.returncode == 1 and result.stderr.strip().startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml")))
+def test_sweep_direction_agrees_with_the_declarations_compare_reads(name: str, tmp_path: Path):
+    """An Optuna search optimises its objective the way the family (and callbacks) declare it, which is the
+    way `genlab compare` ranks the trials' run dirs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import get_class
+
+    from genlab.directions import declared, metric_modes
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    classes = [get_class(cfg.model._target_)]
+    classes += [get_class(node._target_) for node in cfg.callbacks.values() if node and "_target_" in node]
+    declarations = declared(classes)
+    metric, mode = cfg.objective.metric, cfg.objective.mode
+    assert cfg.hydra.sweeper.direction == mode
+    # trials as the run record writes them: the better trial must rank first
+    better, worse = (1.0, 2.0) if mode == "min" else (2.0, 1.0)
+    modes = metric_modes([metric], declarations)
+    make_run(tmp_path, "worse", metrics={metric: worse}, modes=modes)
+    make_run(tmp_path, "better", seed=2, metrics={metric: better}, modes=modes)
+    comparison = compare(load_runs([str(tmp_path)]), metric=metric)
+    assert (comparison.mode, comparison.runs[0].name) == (mode, "better")
+
+
+def test_vae_elbo_is_declared_max_and_logged_as_the_elbo():
+    """val/elbo is the evidence lower bound (minus the loss), so larger is better, as the VAE declares."""
+    from genlab.models.vae import VAE
+
+    assert VAE.metric_modes.get("val/elbo") == "max" and VAE.metric_modes.get("test/elbo") == "max"
+
+
+def test_render_and_plots_never_import_compare():
+    """Data flows one way: compare builds a Comparison, render and plots only read it."""
+    code = (
+        "import sys; import genlab.runs.render, genlab.runs.plots, genlab.runs.comparison; "
+        "assert 'genlab.runs.compare' not in sys.modules, 'imported compare'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def chromium() -> str | None:
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@pytest.mark.slow  # a browser start: seconds
+@pytest.mark.skipif(
+    chromium() is None, reason="no chromium to render the report (Debian: apt-get install chromium)"
+)
+def test_report_as_a_person_sees_it_in_a_browser(tmp_path: Path, capsys):
+    """The html report rendered by headless Chromium: the table's colour swatches, the bar chart in the same
+    colours and each run's sample grid are on the screen, within a laptop-wide window."""
+    import numpy as np
+    from PIL import Image
+
+    root = mixed_families(tmp_path / "runs")
+    grid = (255, 0, 255)  # a colour nothing else on the page has
+    for name in ("vae1", "vae2", "gan1"):
+        png(root / name / "samples" / "epoch_002.png", grid, size=64)
+    out_dir = tmp_path / "report"
+    compare_output(capsys, str(root), "--metric", "fid/cls/64", "--format", "html", "--out", str(out_dir))
+    shot = tmp_path / "shot.png"
+    result = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400",
+         f"--screenshot={shot}", (out_dir / "compare.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+    def rows_with(color: str | tuple[int, int, int]) -> np.ndarray:
+        rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)] if isinstance(color, str) else color)
+        return np.nonzero((np.abs(pixels - rgb).max(axis=2) <= 6).sum(axis=1) >= 4)[0]
+
+    comparison = compare(load_runs([str(root)]), metric="fid/cls/64")
+    for run in comparison.runs:  # every run's swatch in the table at the top of the page
+        assert rows_with(comparison.color(run)).size and rows_with(comparison.color(run))[0] < 400, run.name
+    # the three 64-pixel grids side by side, scaled up to 180 pixels (MNIST's 28-pixel digits stay legible)
+    magenta = (np.abs(pixels - np.array(grid)).max(axis=2) <= 6).sum()
+    assert rows_with(grid).size >= 170 and magenta >= 3 * 170 * 170, "the sample grids are not on the screen"
+    # nothing wider than the window: the wide table scrolls in its own box
+    assert (pixels[:, -8:] >= 250).all(), "the page is wider than the window"

@@ -52,8 +52,6 @@ def test_a_moved_run_resumes_and_evaluates_its_own_files(tmp_path: Path):
     shutil.copytree(moved, copy)
     shutil.rmtree(moved)
     # (trust_config: the stored config names this test's kill callback)
-    evaluated = run_genlab(
-        "eval", f"run={copy}", "fid.enabled=false", "novelty.enabled=false", "trust_config=true"
-    )
+    evaluated = run_genlab("eval", f"run={copy}", "fidelity.n_samples=0", "trust_config=true")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert list((copy / "checkpoints").glob("*.eval.json")), "the copy's own checkpoint was evaluated"

@@ -1,12 +1,16 @@
-"""FID / KID / IS / precision-recall (and novelty) during training: every N validation epochs and once at the end.
+"""FID / KID / IS / precision-recall (and novelty, class metrics) during training: every N validation epochs
+and once at the end.
 
 Works for any module implementing the ImageGenerator protocol; the values are logged under names that carry
 the extractor and sample count (`fid/classifier-mnist5k/5000`), so they reach the trackers and run.json.
+A class-conditional module (`num_classes` set) is sampled for every class in turn, and with the classifier
+extractor every module gets mode coverage and a conditional one conditional accuracy (metrics/conditional.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +19,13 @@ import lightning as L
 import torch
 
 from genlab.errors import ConfigError
+from genlab.metrics.images import METRIC_MODES, ImageMetrics
 from genlab.models.base import ImageGenerator
 
 log = logging.getLogger(__name__)
 
 IF_MISSING = ("error", "warn")
+PER_CLASS = re.compile(r"/class\d+/")  # per-class values (cond_acc/class3/...): in run.json, not the log line
 MAKE_CLASSIFIER = "genlab train experiment=mnist_classifier"
 
 
@@ -27,9 +33,11 @@ class FidelityCallback(L.Callback):
     """Compute image metrics of the module's samples against a real split and log them.
 
     Under DDP/FSDP every rank draws its share of the samples (metrics/sampling.py), rank 0 scores them all,
-    and every rank logs rank 0's values. Novelty (nearest-training-image distances, metrics/novelty.py) is
-    computed on the same samples, in the same feature space when the extractor is the classifier.
+    and every rank logs rank 0's values. Novelty (nearest-training-image distances, metrics/novelty.py) and
+    the class metrics are computed on the same samples, in the classifier's view when it is the extractor.
     """
+
+    metric_modes = METRIC_MODES  # the directions of what it logs (genlab/directions.py)
 
     def __init__(
         self,
@@ -49,6 +57,7 @@ class FidelityCallback(L.Callback):
         num_workers: int = 0,
         seed: int = 0,
         kid_subset_size: int = 1000,
+        classes: bool = True,
     ):
         """
         Args:
@@ -69,6 +78,9 @@ class FidelityCallback(L.Callback):
             num_workers: torch-fidelity's loader workers for the real images (0: in-process).
             seed: seeds the samples, so successive evaluations draw the same latents.
             kid_subset_size: KID subset size (capped at the sample counts).
+            classes: with the classifier extractor, also mode coverage (class histogram, its KL from the data's
+                class distribution, classes under half their share) and, for a conditional model, the
+                conditional accuracy of samples requested class by class.
         """
         super().__init__()
         if int(every_n_epochs) < 0:
@@ -79,53 +91,30 @@ class FidelityCallback(L.Callback):
             raise ConfigError(f"callbacks.fidelity.n_samples={n_samples} must be 0 (no FID) or more")
         if if_missing not in IF_MISSING:
             raise ConfigError(f"callbacks.fidelity.if_missing={if_missing!r}: choose error or warn")
-        self.options = dict(
+        self.if_missing = if_missing
+        self.every_n_epochs = int(every_n_epochs)
+        self.at_train_end = at_train_end
+        self.checkpoint = checkpoint
+        self.extractor = extractor
+        self.metrics = ImageMetrics(
             extractor=extractor,
-            weights_path=checkpoint,
+            checkpoint=checkpoint,
             n_samples=n_samples,
             batch_size=batch_size,
-            metrics=tuple(metrics),
+            metrics=metrics,
+            novelty=novelty,
+            novelty_split=novelty_split,
             real_split=real_split,
             n_real=n_real,
             cache_dir=cache_dir,
             num_workers=num_workers,
             seed=seed,
             kid_subset_size=kid_subset_size,
+            classes=classes,
         )
-        self.if_missing = if_missing
-        self.novelty = bool(novelty)
-        self.novelty_split = novelty_split
-        self.every_n_epochs = int(every_n_epochs)
-        self.at_train_end = at_train_end
         # False with n_samples=0, or once a missing classifier was accepted (if_missing=warn)
         self.enabled = int(n_samples) > 0
-        self._fidelity = None  # built on first use: torch-fidelity is imported only when this callback runs
-        self._novelty = None
         self._last_step: int | None = None  # global step of the last evaluation
-
-    @property
-    def fidelity(self):
-        if self._fidelity is None:
-            from genlab.metrics.fidelity import Fidelity
-
-            self._fidelity = Fidelity(**self.options)
-        return self._fidelity
-
-    @property
-    def novelty_metric(self):
-        if self._novelty is None:
-            from genlab.metrics.novelty import Novelty
-
-            # the classifier's feature space when it is the extractor; raw pixels beside Inception
-            weights = self.fidelity.weights_path if self.fidelity.extractor == "classifier" else None
-            self._novelty = Novelty(
-                weights,
-                n_samples=self.fidelity.n_samples,
-                batch_size=self.fidelity.batch_size,
-                heldout_split=self.novelty_split,
-                seed=self.fidelity.seed,
-            )
-        return self._novelty
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # a missing checkpoint or bad option fails now, not after the first epochs of training
@@ -135,8 +124,8 @@ class FidelityCallback(L.Callback):
             if trainer.is_global_zero:
                 log.info("FID off (callbacks.fidelity.n_samples=0)")
             return
-        path = self.options["weights_path"]
-        if self.options["extractor"] == "classifier" and not (path and Path(path).expanduser().is_file()):
+        path = self.checkpoint
+        if self.extractor == "classifier" and not (path and Path(path).expanduser().is_file()):
             if self.if_missing == "warn":
                 self.enabled = False
                 if trainer.is_global_zero:
@@ -146,7 +135,7 @@ class FidelityCallback(L.Callback):
                 f"FID needs a classifier, and there is none at {path}: make it with `{MAKE_CLASSIFIER}` "
                 f"(or set callbacks.fidelity.checkpoint to a classifier checkpoint)"
             )
-        self.fidelity.identity()
+        self.metrics.fidelity.identity()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.every_n_epochs == 0:
@@ -179,28 +168,29 @@ class FidelityCallback(L.Callback):
         from genlab.metrics.sampling import broadcast_from_rank_zero, draw_across_ranks
 
         start = time.perf_counter()
-        fidelity = self.fidelity
+        scorer = self.metrics
+        # a conditional model: every class asked for equally often, so FID sees a balanced mix
+        labels = scorer.labels_for(pl_module)
         # every rank draws its share (a sharded model needs all of them in each forward pass)
-        samples = draw_across_ranks(pl_module, fidelity.n_samples, fidelity.batch_size, fidelity.seed)
+        samples = draw_across_ranks(pl_module, scorer.n_samples, scorer.batch_size, scorer.seed, labels)
         metrics = None
         if trainer.is_global_zero:
+            num_classes = getattr(pl_module, "num_classes", None)
             cuda = pl_module.device.type == "cuda"
-            metrics = fidelity.evaluate_samples(samples, datamodule, cuda=cuda)
-            if self.novelty:
-                metrics.update(self.novelty_metric.evaluate_samples(samples, datamodule))
+            metrics, notes = scorer.score(samples, datamodule, labels, num_classes, cuda=cuda)
+            if "cond_acc_skipped" in notes:
+                log.warning(f"fidelity: no conditional accuracy ({notes['cond_acc_skipped']})")
             seconds = time.perf_counter() - start
-            label, _ = fidelity.identity()
-            metrics[f"fidelity_seconds/{label}/{fidelity.n_samples}"] = seconds
-            reference = "cached" if fidelity.last_reference_cached else "computed"
+            metrics[f"fidelity_seconds/{scorer.label}/{scorer.n_samples}"] = seconds
+            reference = "cached" if notes.get("reference_cached") else "computed"
             values = ", ".join(  # names without their `/<extractor>/<count>` suffix
                 f"{name.rsplit('/', 2)[0]}={value:.4g}"
                 for name, value in metrics.items()
-                if not name.startswith("fidelity_seconds/")
+                if not name.startswith("fidelity_seconds/") and not PER_CLASS.search(name)  # those: run.json
             )
             log.info(
-                f"fidelity ({label}, {fidelity.n_samples} samples, step {trainer.global_step}): {values} "
-                f"in {seconds:.1f} s (reference features {reference}"
-                f"{'' if fidelity.cache_dir is None else ' in ' + str(Path(fidelity.cache_dir))})"
+                f"fidelity ({scorer.label}, {scorer.n_samples} samples, step {trainer.global_step}): {values} "
+                f"in {seconds:.1f} s (reference features {reference}{scorer.describe_cache()})"
             )
         metrics = broadcast_from_rank_zero(metrics)
         self._last_step = trainer.global_step

@@ -41,6 +41,10 @@ class OptunaPruning(Callback):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
+            from genlab.study_storage import open_storage
+
+            study = optuna.load_study(
+                study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
+            )
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial

@@ -41,9 +41,10 @@ class SampleGrid(L.Callback):
         self.nrow = nrow or math.ceil(math.sqrt(n))
         # the epoch's first n // 2 validation images, for the reconstruction grid
         self._real: list[Tensor] = []
+        self._labels: list[Tensor] = []  # their labels: a conditional model reconstructs with them
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._real = []
+        self._real, self._labels = [], []
 
     def on_validation_batch_end(
         self,
@@ -58,6 +59,8 @@ class SampleGrid(L.Callback):
         if wanted > 0 and dataloader_idx == 0 and hasattr(pl_module, "reconstruct"):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             self._real.append(images[:wanted].detach())
+            if isinstance(batch, (tuple, list)) and len(batch) > 1:
+                self._labels.append(batch[1][:wanted].detach())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -68,9 +71,13 @@ class SampleGrid(L.Callback):
         # Every rank samples (identical draws, cheap) but only rank 0 writes: with a sharded strategy the
         # forward pass is collective, so sampling on rank 0 alone would hang.
         generator = torch.Generator().manual_seed(self.seed)
-        samples = pl_module.sample(self.n, generator=generator).float().clamp(0, 1).cpu()
+        extra = {}
+        if getattr(pl_module, "num_classes", None):  # a conditional model: row r shows class r (mod classes)
+            rows = torch.arange(self.n, device=pl_module.device) // self.nrow
+            extra["labels"] = rows % pl_module.num_classes
+        samples = pl_module.sample(self.n, generator=generator, **extra).float().clamp(0, 1).cpu()
         recon_grid = self._recon_grid(pl_module)
-        self._real = []
+        self._real, self._labels = [], []
         if not trainer.is_global_zero:
             return
 
@@ -92,7 +99,12 @@ class SampleGrid(L.Callback):
         # whole rows of each, so the real half and the reconstructed half line up column by column
         nrow = min(self.nrow, len(real))
         real = real[: len(real) // nrow * nrow]
-        recon = pl_module.reconstruct(real).float().clamp(0, 1).cpu()
+        extra = {}
+        if getattr(pl_module, "num_classes", None):
+            if len(self._labels) != len(self._real):
+                return None  # unlabelled batches: a conditional model cannot reconstruct them
+            extra["labels"] = torch.cat(self._labels)[: len(real)]
+        recon = pl_module.reconstruct(real, **extra).float().clamp(0, 1).cpu()
         real01 = ((real.float().cpu() + 1) / 2).clamp(0, 1)  # datamodules give [-1, 1]
         return make_grid(torch.cat([real01, recon]), nrow=nrow, padding=2)
 

@@ -2,7 +2,8 @@
 
 Shaped like diffusers' schedulers: `set_timesteps(n)` picks the steps, `step(model_output, t, x_t)` goes one
 step back, and `sample(net, shape)` is the loop. They hold no weights, so one trained network samples with
-either of them at any number of steps.
+either of them at any number of steps. `ClassifierFreeGuidance` turns a class-conditional network into such a
+noise predictor for given labels and guidance scale, so both samplers guide the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,37 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     if generator is None:
         return torch.randn(shape, device=device)
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+class ClassifierFreeGuidance:
+    """A noise predictor `(x_t, t) -> eps_u + w (eps_c - eps_u)` over a class-conditional `net(x_t, t, y)`
+    (Ho & Salimans 2022): eps_c is the prediction for `labels`, eps_u the one for the null class (`y=None`).
+
+    w = 0 is the unconditional model, w = 1 the conditional one, w > 1 trades diversity for class fidelity.
+    Both predictions come from one forward pass over the doubled batch; at w = 0 and w = 1 only the pass
+    that is needed runs, so those give exactly the unconditional and the conditional prediction. The same
+    combination applies to v-prediction: v and eps are affine in each other at fixed (x_t, t), with weights
+    summing to one. `labels=None` (an unconditional request) is the null class at any w.
+    """
+
+    def __init__(
+        self, net: Callable[..., Tensor], labels: Tensor | None, guidance: float = 1.0, null_label: int = -1
+    ):
+        self.net = net  # net(x_t [B, ...], t [B], y [B] long | None) -> [B, ...]; y=None: the null class
+        self.labels = labels  # the requested class of each image [B], or None for unconditional samples
+        self.guidance = float(guidance)  # w
+        self.null_label = int(null_label)  # the index the net reads as "no class" (UNet: its num_classes)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.labels is None or self.guidance == 0.0:
+            return self.net(x, t, None)
+        if self.guidance == 1.0:
+            return self.net(x, t, self.labels)
+        b = x.shape[0]
+        null = torch.full_like(self.labels, self.null_label)
+        both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))  # (2B, ...)
+        cond, uncond = both[:b], both[b:]
+        return uncond + self.guidance * (cond - uncond)
 
 
 class Sampler(ABC):

@@ -50,15 +50,21 @@ def progress(total: int, description: str) -> Iterator[Callable[..., None]]:
         yield lambda *_: bar.advance(task)
 
 
-def labels_for(module: Any, labels: Any, n: int) -> Tensor | None:
-    """`labels` (an int or a list, repeated to n) for a conditional model; an error for an unconditional one."""
+def labels_for(module: Any, labels: Any, n: int, nrow: int | None = None) -> tuple[Tensor | None, int | None]:
+    """(the class of each image, images per grid row) for `labels`: an int or a list (repeated to n), or
+    "all": one row per class of ceil(n / classes) images (`nrow` of them if given). An unconditional model
+    refuses labels in one line."""
     if labels is None:
-        return None
-    if not accepts(module.sample, "labels"):
+        return None, nrow
+    num_classes = getattr(module, "num_classes", None)
+    if num_classes is None:
         raise ConfigError(
-            f"labels={labels}: {type(module).__name__} is unconditional (its sample() takes no labels); "
+            f"labels={labels}: {type(module).__name__} is unconditional (model.num_classes is null); "
             "leave labels out"
         )
+    if labels == "all":
+        per_row = nrow or math.ceil(n / num_classes)
+        return torch.arange(num_classes).repeat_interleave(per_row), per_row
     many = isinstance(labels, Sequence) and not isinstance(labels, str)  # a list or a ListConfig
     try:
         values = [int(v) for v in (labels if many else [labels])]
@@ -66,21 +72,31 @@ def labels_for(module: Any, labels: Any, n: int) -> Tensor | None:
             raise ValueError("no labels")
     except (TypeError, ValueError):
         raise ConfigError(
-            f"labels={labels}: give a class index or a list of them, e.g. labels=[0,1,2]"
+            f"labels={labels}: give a class index, a list of them (labels=[0,1,2]) or labels=all"
         ) from None
-    return torch.tensor([values[i % len(values)] for i in range(n)], dtype=torch.long)
+    if not all(0 <= v < num_classes for v in values):
+        raise ConfigError(f"labels={labels}: {type(module).__name__} has classes 0 to {num_classes - 1}")
+    return torch.tensor([values[i % len(values)] for i in range(n)], dtype=torch.long), nrow
 
 
 @torch.no_grad()
 def draw(
-    module: Any, n: int, batch_size: int, generator: torch.Generator, labels: Tensor | None = None
+    module: Any,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    labels: Tensor | None = None,
+    guidance: float | None = None,
 ) -> Tensor:
-    """`n` samples as float [n, C, H, W] in [0, 1] on the CPU, `batch_size` at a time from one generator."""
+    """`n` samples as float [n, C, H, W] in [0, 1] on the CPU, `batch_size` at a time from one generator;
+    `labels` [n] and `guidance` go to a conditional model's `sample()`."""
     steps = steps_per_call(module)
     batches = math.ceil(n / batch_size)
     images = []
     with progress(batches * (steps or 1), f"sampling {n} images") as advance:
-        extra = {"callback": advance} if steps else {}
+        extra: dict[str, Any] = {"callback": advance} if steps else {}
+        if guidance is not None:  # an unconditional model refuses it in one line
+            extra["guidance"] = float(guidance)
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             if labels is not None:

@@ -181,9 +181,11 @@ class Fidelity:
         return out
 
     # ---------------------------------------------------------------- evaluation
-    def sample(self, model: ImageGenerator) -> Tensor:
-        """`n_samples` samples of `model` (uint8 `[n, C, H, W]`, CPU), from a generator seeded with `seed`."""
-        return sampling.draw(model, self.n_samples, self.batch_size, torch.Generator().manual_seed(self.seed))
+    def sample(self, model: ImageGenerator, labels: Tensor | None = None) -> Tensor:
+        """`n_samples` samples of `model` (uint8 `[n, C, H, W]`, CPU), from a generator seeded with `seed`;
+        `labels` [n_samples]: the classes a conditional model is asked for."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return sampling.draw(model, self.n_samples, self.batch_size, generator, labels)
 
     def evaluate(self, model: ImageGenerator, datamodule: Any) -> dict[str, float]:
         """Metrics of `model`'s samples against `datamodule`'s real split, as {name: float}.

@@ -20,16 +20,20 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def draw(model: ImageGenerator, n: int, batch_size: int, generator: torch.Generator) -> Tensor:
-    """`n` samples of `model` as uint8 `[n, C, H, W]` on the CPU, in batches; the model is in eval mode meanwhile."""
+def draw(
+    model: ImageGenerator, n: int, batch_size: int, generator: torch.Generator, labels: Tensor | None = None
+) -> Tensor:
+    """`n` samples of `model` as uint8 `[n, C, H, W]` on the CPU, in batches; the model is in eval mode meanwhile.
+    `labels` [n] (a conditional model) are the classes asked for; None leaves them to the model."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        batches = [
-            to_uint8(model.sample(min(batch_size, n - i), generator=generator)).cpu()
-            for i in range(0, n, batch_size)
-        ]
+        batches = []
+        for i in range(0, n, batch_size):
+            size = min(batch_size, n - i)
+            extra = {} if labels is None else {"labels": labels[i : i + size].to(model.device)}
+            batches.append(to_uint8(model.sample(size, generator=generator, **extra)).cpu())
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -50,18 +54,24 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def draw_across_ranks(model: ImageGenerator, n: int, batch_size: int, seed: int) -> Tensor:
+def draw_across_ranks(
+    model: ImageGenerator, n: int, batch_size: int, seed: int, labels: Tensor | None = None
+) -> Tensor:
     """`n` samples drawn by all ranks together, returned (uint8, CPU) on every rank.
 
     Every rank draws ceil(n / world) images with the same batch sizes, so a sharded model (FSDP), whose
     forward pass is a collective, runs the same number of forwards everywhere; the few surplus images of
     the last rank are dropped. Rank r seeds its draws with `seed + r`: outside a group this is `draw` with
-    `seed`, so a single-process evaluation gives the same samples.
+    `seed`, so a single-process evaluation gives the same samples. `labels` [n]: the class of each sample (rank
+    r draws those of its slice).
     """
     rank, size = world()
     if size == 1:
-        return draw(model, n, batch_size, torch.Generator().manual_seed(seed))
-    local = draw(model, math.ceil(n / size), batch_size, torch.Generator().manual_seed(seed + rank))
+        return draw(model, n, batch_size, torch.Generator().manual_seed(seed), labels)
+    share = math.ceil(n / size)
+    if labels is not None:  # the last rank's surplus images repeat the first labels; they are dropped
+        labels = labels.repeat(size)[rank * share : (rank + 1) * share]
+    local = draw(model, share, batch_size, torch.Generator().manual_seed(seed + rank), labels)
     local = local.to(_collective_device())
     parts = [torch.empty_like(local) for _ in range(size)]
     dist.all_gather(parts, local)

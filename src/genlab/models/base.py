@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -13,9 +13,21 @@ from torch import Tensor
 
 @runtime_checkable
 class ImageGenerator(Protocol):
-    """An image family: `sample(n)` returns `[n, C, H, W]` images with values in [0, 1]."""
+    """An image family: `sample(n)` returns `[n, C, H, W]` images with values in [0, 1].
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    A class-conditional model (`num_classes` set) draws images of the requested `labels` (an int, or one per
+    image; None: uniform from `generator`); diffusion also takes a guidance scale (`guidance`). An
+    unconditional model (`num_classes` None) refuses labels with a `ConfigError` (see `sample_labels`).
+    (`num_classes` is a plain attribute, not part of the runtime check, so older generators still match.)
+    """
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: Tensor | int | None = None,
+        guidance: float | None = None,
+    ) -> Tensor: ...
 
 
 @runtime_checkable
@@ -26,7 +38,66 @@ class LatentImageGenerator(ImageGenerator, Protocol):
 
     def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
 
-    def sample_from_latents(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+    def sample_from_latents(
+        self,
+        latents: Tensor,
+        generator: torch.Generator | None = None,
+        labels: Tensor | int | None = None,
+        guidance: float | None = None,
+    ) -> Tensor: ...
+
+
+def sample_labels(
+    module: Any,
+    n: int,
+    labels: Tensor | int | Sequence[int] | None,
+    generator: torch.Generator | None = None,
+    guidance: float | None = None,
+    guided: bool = True,
+) -> Tensor | None:
+    """The class of each of `n` images [n] (long, on the module's device) for `module.sample`, or None for an
+    unconditional module; bad requests are one `ConfigError` line.
+
+    A conditional module without `labels` draws them uniformly from `generator` (on its device, so a seed
+    gives the same classes on any accelerator); `guided` says whether the family takes a guidance scale.
+    """
+    from genlab.errors import ConfigError
+
+    name, num_classes = type(module).__name__, getattr(module, "num_classes", None)
+    if num_classes is None:
+        if labels is not None or guidance is not None:
+            what = f"labels={_short(labels)}" if labels is not None else f"guidance={guidance}"
+            raise ConfigError(
+                f"{what}: {name} is unconditional (model.num_classes is null), so it takes no labels or "
+                "guidance; leave them out, or train it with model.num_classes=${runtime.num_classes}"
+            )
+        return None
+    if guidance is not None and not guided:
+        raise ConfigError(
+            f"guidance={guidance}: only diffusion models take a guidance scale, {name} does not"
+        )
+    if guidance is not None and guidance < 0:
+        raise ConfigError(f"guidance={guidance} must be 0 (unconditional) or more")
+    device = module.device
+    if labels is None:
+        where = generator.device if generator is not None else device
+        return torch.randint(num_classes, (n,), generator=generator, device=where).to(device)
+    y = torch.as_tensor(labels, dtype=torch.long).to(device)
+    if y.dim() == 0:
+        y = y.expand(n)
+    if y.shape != (n,):
+        raise ConfigError(f"{len(y)} labels for {n} images: give one label, or one per image")
+    if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < num_classes:
+        raise ConfigError(
+            f"labels={_short(labels)}: {name} has classes 0 to {num_classes - 1}; ask for labels in that range"
+        )
+    return y
+
+
+def _short(labels: Any) -> str:
+    values = labels.tolist() if isinstance(labels, Tensor) else labels
+    text = str(values)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @runtime_checkable
@@ -52,7 +123,18 @@ class GenerativeModule(L.LightningModule):
 
     The partials come from `conf/optimizer` and `conf/scheduler` (`_partial_: true`); the scheduler
     is called with `total_steps` (the trainer's estimate) and steps every optimisation step.
+
+    A family declares here what shared code needs to know about it, so that adding one touches no shared list.
     """
+
+    # "image" (sample(n) -> images: FID, grids), "text" (generate: perplexity, text samples) or "seq2seq"
+    # (translate: BLEU); evaluation, sampling and serving choose their path by it
+    modality: ClassVar[str] = "image"
+    # the attributes holding its plain nn.Modules (`compile=true` compiles these)
+    net_names: ClassVar[tuple[str, ...]] = ("net",)
+    # the direction of the metrics it logs whose best value is the largest ({"val/elbo": "max"}); every other
+    # metric it logs is a loss-like one, best when smallest. Written to run.json for `genlab compare`
+    metric_modes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None):
         super().__init__()

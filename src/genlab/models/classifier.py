@@ -23,6 +23,8 @@ class Classifier(GenerativeModule):
     net from the checkpoint alone (loaded with `weights_only=True`).
     """
 
+    metric_modes = {"val/acc": "max", "test/acc": "max"}
+
     def __init__(
         self,
         net: nn.Module,

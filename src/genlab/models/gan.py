@@ -1,13 +1,17 @@
 """GAN training: the non-saturating, hinge and WGAN-GP games between a generator and a discriminator.
 
 Lightning manual optimisation (separate optimisers and learning rates, `n_critic` discriminator steps per
-generator step) and an exponential moving average of the generator, which is what `sample()` uses.
+generator step) and an exponential moving average of the generator, which is what `sample()` uses. With
+`num_classes` set the game is class-conditional (conditional generator, projection discriminator): fakes are
+drawn for the labels of the real batch, so they follow the data's class distribution, and any of the losses
+works unchanged on the class-aware scores.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,7 +20,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFactory
+from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFactory, sample_labels
+from genlab.models.ema import averaged_copy
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ def generator_loss(loss: str, fake_scores: Tensor) -> Tensor:
     raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
 
 
-def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad_x D(x_hat)||_2 - 1) ** 2] on random interpolates.
 
     x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per sample; the graph is kept
@@ -89,25 +94,6 @@ def mmd2(x: Tensor, y: Tensor, scales: tuple[float, ...] = MMD_SCALES) -> Tensor
     )
 
 
-def _ema_with_warmup(decay: float):
-    """EMA update for AveragedModel whose decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates.
-
-    The ramp lets the average forget the random initial weights quickly in short runs.
-    """
-
-    @torch.no_grad()
-    def update(ema: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
-        n = float(n_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if torch.is_floating_point(ema[0]):
-            torch._foreach_lerp_(ema, current, 1.0 - d)
-        else:  # integer buffers (BatchNorm's num_batches_tracked): follow the model
-            for e, c in zip(ema, current, strict=True):
-                e.copy_(c)
-
-    return update
-
-
 class GAN(GenerativeModule):
     """A generator G(z) and a discriminator D(x) trained in turns with manual optimisation.
 
@@ -122,6 +108,8 @@ class GAN(GenerativeModule):
     diagnosis: `val/d_loss`, `val/g_loss`, `val/d_acc` (D's accuracy on real vs fake, 0.5 when fooled).
     """
 
+    net_names = ("generator", "discriminator")
+
     def __init__(
         self,
         generator: nn.Module,
@@ -135,6 +123,7 @@ class GAN(GenerativeModule):
         ema_decay: float | None = 0.999,
         grad_clip: float | None = None,
         collapse_patience: int = 200,
+        num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ):
@@ -152,6 +141,8 @@ class GAN(GenerativeModule):
             grad_clip: max gradient norm for both networks (Lightning's gradient_clip_val cannot be used with
                 manual optimisation); None does not clip.
             collapse_patience: warn when a loss has sat at ~0 for this many steps (non_saturating / hinge).
+            num_classes: class-conditional with this many classes (`${runtime.num_classes}`; both networks
+                must have the same); None: unconditional.
             optimizer: partial optimiser from conf/optimizer, built once per network.
             scheduler: partial scheduler from conf/scheduler, one per optimiser, stepped with it.
         """
@@ -172,6 +163,12 @@ class GAN(GenerativeModule):
                 f"model.latent_dim={latent_dim} but the generator takes latent_dim={g_latent}: "
                 "set model.generator.latent_dim: ${model.latent_dim}"
             )
+        for role, net in (("generator", generator), ("discriminator", discriminator)):
+            if getattr(net, "num_classes", None) != num_classes:
+                raise ConfigError(
+                    f"model.num_classes={num_classes} but the {role} has num_classes="
+                    f"{getattr(net, 'num_classes', None)}: set model.{role}.num_classes: ${{model.num_classes}}"
+                )
         if loss == "wgan_gp" and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
         ):
@@ -182,6 +179,7 @@ class GAN(GenerativeModule):
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
+        self.num_classes = num_classes
         self.loss = loss
         self.gp_weight = float(gp_weight)
         self.n_critic = int(n_critic)
@@ -192,10 +190,7 @@ class GAN(GenerativeModule):
         # statistics) are averaged too, so the copy runs in eval mode without the raw generator's statistics
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
-            self.generator_ema = AveragedModel(
-                generator, multi_avg_fn=_ema_with_warmup(float(ema_decay)), use_buffers=True
-            )
-            self.generator_ema.requires_grad_(False)
+            self.generator_ema = averaged_copy(generator, ema_decay)
         # discriminator steps so far: decides when G steps (kept in checkpoints by on_save_checkpoint)
         self._d_steps = 0
         self._collapsed = {"d_loss": 0, "g_loss": 0}  # consecutive steps each loss has sat at ~0
@@ -215,9 +210,16 @@ class GAN(GenerativeModule):
         return self.generator
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """`n` images (n, C, H, W) in [0, 1] from the EMA generator; `generator` seeds the noise."""
-        return self.sample_from_latents(self.draw_latents(n, generator))
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: Tensor | int | None = None,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """`n` images (n, C, H, W) in [0, 1] from the EMA generator; `generator` seeds the noise (and, for a
+        conditional model asked for no `labels`, the classes, drawn uniformly after the noise)."""
+        return self.sample_from_latents(self.draw_latents(n, generator), generator, labels, guidance)
 
     def draw_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I) of shape (n, latent_dim), on this module's device."""
@@ -226,12 +228,20 @@ class GAN(GenerativeModule):
         return torch.randn(n, self.latent_dim, generator=generator, device=noise_device).to(self.device)
 
     @torch.no_grad()
-    def sample_from_latents(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Images (n, C, H, W) in [0, 1] generated from z (n, latent_dim); deterministic."""
+    def sample_from_latents(
+        self,
+        latents: Tensor,
+        generator: torch.Generator | None = None,
+        labels: Tensor | int | None = None,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """Images (n, C, H, W) in [0, 1] generated from z (n, latent_dim) [of classes `labels`]; deterministic
+        given the labels."""
+        y = sample_labels(self, len(latents), labels, generator, guidance, guided=False)
         net = self.sampling_generator
         was_training = net.training
         net.eval()  # BatchNorm uses its (averaged) running statistics, so a sample does not depend on n
-        images = net(latents.to(self.device))
+        images = self._generate(net, latents.to(self.device), y)
         net.train(was_training)
         return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
 
@@ -239,6 +249,22 @@ class GAN(GenerativeModule):
 
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
+
+    def _generate(self, net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        return net(z) if self.num_classes is None else net(z, y)
+
+    def _score(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.discriminator(x) if self.num_classes is None else self.discriminator(x, y)
+
+    def _labels(self, batch: Any) -> Tensor | None:
+        """The real batch's labels for a conditional model (its fakes are drawn for the same classes)."""
+        if self.num_classes is None:
+            return None
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ConfigError(
+                "a conditional GAN (model.num_classes set) needs labelled data: (images, labels)"
+            )
+        return batch[1]
 
     def _step(self, optimizer, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -252,17 +278,18 @@ class GAN(GenerativeModule):
         opt_g, opt_d = self.optimizers()
         schedulers = self.lr_schedulers()
         b = real.shape[0]
+        y = self._labels(batch)  # (B,) or None
 
         # discriminator step: real vs fakes from a frozen generator
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
-                fake = self.generator(self._noise(b))
-            real_scores = self.discriminator(real)  # (B,)
-            fake_scores = self.discriminator(fake)  # (B,)
+                fake = self._generate(self.generator, self._noise(b), y)
+            real_scores = self._score(real, y)  # (B,)
+            fake_scores = self._score(fake, y)  # (B,)
             d_loss = discriminator_loss(self.loss, real_scores, fake_scores)
             total = d_loss
             if self.loss == "wgan_gp":
-                gp = gradient_penalty(self.discriminator, real, fake)
+                gp = gradient_penalty(lambda x: self._score(x, y), real, fake)
                 total = d_loss + self.gp_weight * gp
                 self.log_diagnostics({"train/gp": gp})
             self._step(opt_d, total)
@@ -278,7 +305,9 @@ class GAN(GenerativeModule):
             return
         # generator step: fresh noise, gradients flow through the discriminator into G only
         with self.toggled_optimizer(opt_g):
-            g_loss = generator_loss(self.loss, self.discriminator(self.generator(self._noise(b))))
+            g_loss = generator_loss(
+                self.loss, self._score(self._generate(self.generator, self._noise(b), y), y)
+            )
             self._step(opt_g, g_loss)
         if schedulers:
             schedulers[0].step()
@@ -330,8 +359,10 @@ class GAN(GenerativeModule):
         # the same noise every epoch (per batch and rank), so val/loss moves only because the model does
         noise = torch.Generator(device=self.device).manual_seed(1_000_003 * self.global_rank + batch_idx)
         z = torch.randn(b, self.latent_dim, generator=noise, device=self.device)
-        fake = self.sampling_generator(z)  # (B, C, H, W); Lightning has put every submodule in eval mode
-        real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
+        y = self._labels(batch)
+        # (B, C, H, W); Lightning has put every submodule in eval mode
+        fake = self._generate(self.sampling_generator, z, y)
+        real_scores, fake_scores = self._score(real, y), self._score(fake, y)
         d_acc = 0.5 * ((real_scores > 0).float().mean() + (fake_scores < 0).float().mean())
         metrics = {
             f"{stage}/d_loss": discriminator_loss(self.loss, real_scores, fake_scores),

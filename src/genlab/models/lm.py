@@ -50,6 +50,8 @@ class CausalLM(GenerativeModule):
     the synced loss is Lightning's batch-size-weighted mean, whose sums and counts are reduced alike.
     """
 
+    modality = "text"
+
     def __init__(
         self,
         net: nn.Module,  # e.g. genlab.nets.gpt.GPT: needs `block_size` and `make_kv_cache(batch_size)`

@@ -1,5 +1,9 @@
 """DCGAN networks: a generator z -> image in [-1, 1] and a discriminator image -> one logit.
 
+With `num_classes` set both are class-conditional: the generator reads a learnt label embedding beside z, and
+the discriminator is a projection discriminator (Miyato & Koyama 2018): its logit gains <embed(y), phi(x)>,
+the inner product of a class embedding with the image's features. Unconditional nets have no extra weights.
+
 Plain torch, no training logic: the losses, the EMA copy and sampling live in `genlab.models.gan`.
 Both networks are sized from `image_shape`: the generator starts from a small square seed (7x7 for 28x28,
 4x4 for 32x32, 2x2 for 8x8) and doubles it with 4x4 stride-2 transposed convolutions; the discriminator mirrors it.
@@ -63,24 +67,34 @@ class Generator(nn.Module):
     image itself; with only two stages for 28x28 that left the generator too shallow to draw clean strokes.)
     """
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 64, base_channels: int = 32):
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        latent_dim: int = 64,
+        base_channels: int = 32,
+        num_classes: int | None = None,
+    ):
         """
         Args:
             image_shape: (C, H, W) of the images after preprocessing, from `${data.image_shape}`.
             latent_dim: size of the noise vector z ~ N(0, I).
             base_channels: feature maps at full resolution (the seed has base * 2 ** stages).
+            num_classes: class-conditional with this many classes: a label embedding of latent_dim values,
+                concatenated to z; None: unconditional.
         """
         super().__init__()
         check_sizes("model.generator", latent_dim=latent_dim, base_channels=base_channels)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_dim = int(latent_dim)
+        self.num_classes = _check_classes(num_classes, "model.generator")
         seed, stages = seed_and_stages(self.image_shape, "model.generator.image_shape")
         out_ch = self.image_shape[0]
         ch = base_channels * 2**stages
         self.seed_shape = (ch, seed, seed)
 
         # project and reshape: the only dense layer, it places the noise on the seed grid
-        self.project = nn.Linear(self.latent_dim, ch * seed * seed, bias=False)
+        in_dim = self.latent_dim if self.num_classes is None else 2 * self.latent_dim
+        self.project = nn.Linear(in_dim, ch * seed * seed, bias=False)
         self.project_norm = nn.BatchNorm2d(ch)
 
         # up-sampling stages: 4x4 stride-2 padding-1 transposed convs double H and W exactly
@@ -96,9 +110,12 @@ class Generator(nn.Module):
         # to image channels, no norm (the DCGAN recipe), tanh to match data in [-1, 1]
         self.to_image = nn.Conv2d(ch, out_ch, kernel_size=3, padding=1)
         self.apply(dcgan_init)
+        if self.num_classes is not None:  # N(0, 1) like z, so label and noise start with equal weight
+            self.label_emb = nn.Embedding(self.num_classes, self.latent_dim)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Images in [-1, 1] of shape (B, C, H, W) from noise `z` of shape (B, latent_dim)."""
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Images in [-1, 1] of shape (B, C, H, W) from noise `z` (B, latent_dim) [and labels `y` (B,)]."""
+        z = _with_labels(self, z, y, lambda y: torch.cat([z, self.label_emb(y)], dim=1))  # (B, [2 x] latent)
         h = self.project(z).view(z.shape[0], *self.seed_shape)  # (B, ch, s, s)
         h = torch.relu(self.project_norm(h))
         h = self.blocks(h)  # (B, base, H, W)
@@ -115,7 +132,12 @@ class Discriminator(nn.Module):
     """
 
     def __init__(
-        self, image_shape: Sequence[int], base_channels: int = 32, norm: str = "batch", dropout: float = 0.0
+        self,
+        image_shape: Sequence[int],
+        base_channels: int = 32,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        num_classes: int | None = None,
     ):
         """
         Args:
@@ -123,6 +145,7 @@ class Discriminator(nn.Module):
             base_channels: feature maps of the first stage; each further stage doubles them.
             norm: "batch", "layer", "instance" or "none" (see the class docstring).
             dropout: dropout after every stage; weakens a discriminator that memorises a small dataset.
+            num_classes: a projection discriminator over this many classes; None: unconditional.
         """
         super().__init__()
         check_sizes("model.discriminator", base_channels=base_channels)
@@ -130,6 +153,7 @@ class Discriminator(nn.Module):
             raise ConfigError(f"model.discriminator.norm must be one of {list(NORMS)}, got {norm!r}")
         self.image_shape = tuple(int(s) for s in image_shape)
         self.norm = norm
+        self.num_classes = _check_classes(num_classes, "model.discriminator")
         seed, stages = seed_and_stages(self.image_shape, "model.discriminator.image_shape")
 
         # down-sampling stages mirror the generator: H, W halve and channels double at each stage
@@ -148,6 +172,10 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.to_logit = nn.Linear(c_in * seed * seed, 1)
         self.apply(dcgan_init)
+        if self.num_classes is not None:
+            # one feature-sized vector per class; N(0, 0.02) like to_logit, so both terms start alike
+            self.embed = nn.Embedding(self.num_classes, c_in * seed * seed)
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def _norm(self, ch: int) -> nn.Module:
         if self.norm == "batch":
@@ -156,7 +184,28 @@ class Discriminator(nn.Module):
             return nn.BatchNorm2d(ch, track_running_stats=False)
         return nn.GroupNorm(1 if self.norm == "layer" else ch, ch)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """One unnormalised score (logit, or critic value for WGAN) per image: (B, C, H, W) -> (B,)."""
-        h = self.features(x)  # (B, base * 2 ** (stages - 1), s, s)
-        return self.to_logit(h.flatten(1)).squeeze(1)  # (B,)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """One unnormalised score (logit, or critic value for WGAN) per image [of class `y` (B,)]: (B,)."""
+        h = self.features(x).flatten(1)  # (B, base * 2 ** (stages - 1) * s * s)
+        score = self.to_logit(h).squeeze(1)  # (B,)
+        # projection: + <embed(y), phi(x)>, the class-specific part of the score
+        return _with_labels(self, score, y, lambda y: score + (self.embed(y) * h).sum(dim=1))
+
+
+def _check_classes(num_classes: int | None, key: str) -> int | None:
+    if num_classes is not None and int(num_classes) < 1:
+        raise ConfigError(f"{key}.num_classes={num_classes} must be at least 1 (or null: unconditional)")
+    return None if num_classes is None else int(num_classes)
+
+
+def _with_labels(net: nn.Module, value: Tensor, y: Tensor | None, conditioned) -> Tensor:
+    """`conditioned(y)` for a conditional net, `value` for an unconditional one; a label mismatch is an error."""
+    if net.num_classes is None:
+        if y is not None:
+            raise ValueError(
+                f"this {type(net).__name__} is unconditional (num_classes is null): it takes no labels"
+            )
+        return value
+    if y is None:
+        raise ValueError(f"this {type(net).__name__} is class-conditional: pass the labels y")
+    return conditioned(y)

@@ -1,6 +1,7 @@
-"""A small DDPM-style UNet: predicts the noise (or v) in x_t given the timestep t.
+"""A small DDPM-style UNet: predicts the noise (or v) in x_t given the timestep t (and, optionally, a class).
 
-Sinusoidal timestep embedding -> residual blocks conditioned on it, self-attention at low resolution,
+Sinusoidal timestep embedding (plus a learnt class embedding when `num_classes` is set) -> residual blocks
+conditioned on it, self-attention at low resolution,
 a down path whose activations are concatenated into the up path. Each level halves the resolution with a
 strided convolution (28 -> 14 -> 7, 32 -> 16 -> 8), so H and W must be divisible by 2^(levels - 1).
 """
@@ -98,7 +99,12 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise-prediction UNet: `forward(x_t [B, C, H, W], t [B]) -> [B, C, H, W]`."""
+    """Noise-prediction UNet: `forward(x_t [B, C, H, W], t [B], y [B] | None) -> [B, C, H, W]`.
+
+    With `num_classes` set, a class embedding is added to the time embedding (as in classifier-free guidance,
+    Ho & Salimans 2022); index `num_classes` is the "null" class the unconditional prediction uses, and a
+    missing `y` means null for every image. Without it the net is unconditional and has no extra weights.
+    """
 
     def __init__(
         self,
@@ -109,6 +115,7 @@ class UNet(nn.Module):
         attention_levels: Sequence[int] = (2,),  # levels (0 = full size) with attention after each block
         dropout: float = 0.0,  # dropout inside residual blocks
         num_heads: int = 4,  # attention heads; must divide the channels of every attention level
+        num_classes: int | None = None,  # class-conditional with this many classes (+1 null class); None: not
     ):
         super().__init__()
         check_sizes(
@@ -139,13 +146,20 @@ class UNet(nn.Module):
                     f"model.net.num_heads={num_heads} does not divide the {base_channels * mult} channels "
                     f"of level {i}: change num_heads or base_channels"
                 )
+        if num_classes is not None and int(num_classes) < 1:
+            raise ConfigError(
+                f"model.net.num_classes={num_classes} must be at least 1 (or null for an unconditional net)"
+            )
         self.image_shape = (C, H, W)  # samplers and the diffusion module read the data shape from the net
         self.base_channels = base_channels
+        self.num_classes = None if num_classes is None else int(num_classes)
 
         emb_dim = 4 * base_channels
         self.time_mlp = nn.Sequential(
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        if self.num_classes is not None:  # only then: an unconditional net keeps its state_dict keys
+            self.class_emb = nn.Embedding(self.num_classes + 1, emb_dim)  # the last row is the null class
         self.conv_in = nn.Conv2d(C, base_channels, 3, padding=1)
 
         def attention(ch: int, level: int) -> nn.Module:
@@ -189,8 +203,16 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # predict zero at init: the loss starts at the target's variance
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # (B, emb_dim)
+        if self.num_classes is not None:
+            if y is None:  # unconditional prediction: the null class
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.class_emb(y)  # (B, emb_dim)
+        elif y is not None:
+            raise ConfigError(
+                "this UNet is unconditional (model.net.num_classes is null): it takes no labels"
+            )
 
         h = self.conv_in(x)  # (B, base, H, W)
         skips = [h]

@@ -1,4 +1,5 @@
-"""`genlab compare`: rank run directories by a final metric, show the config keys that differ, plot them.
+"""`genlab compare`: rank run directories by a final metric (the way their records declare it is better), show
+the config keys that differ, plot them. Builds a Comparison (runs/comparison.py) that render.py and plots.py read.
 
 Reads only run directories (run.json, .hydra/config.yaml, csv/metrics.csv); never imports torch, Lightning or
 OmegaConf, and matplotlib only when plotting, so the table of 100 runs prints in well under 2 seconds
@@ -11,57 +12,60 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genlab.directions import MODES, declared_mode
 from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.runs import plots, render
+from genlab.runs.comparison import Comparison, Group, assign_colors, format_value
 from genlab.runs.rundirs import CORRUPT, MISSING, Run, find_run_dirs, is_interpolated, load_run, short_names
 
 # Keys that differ between any two runs for reasons other than the experiment (where and when it ran).
 IGNORED_ROOTS = ("paths", "hydra", "runtime", "output_dir", "data_dir", "cache_dir", "experiment_name")
 IGNORED_LEAVES = ("output_dir", "run_dir", "log_dir", "save_dir", "dirpath", "default_root_dir")
-# Metric names holding one of these words are better when larger.
-MAX_WORDS = {"acc", "accuracy", "is", "inception", "precision", "recall", "f1", "auc", "bleu", "psnr", "ssim"}
 
 
-@dataclass
-class Group:
-    """Runs sharing one value of the `--by` key; statistics over its completed runs only."""
+def metric_mode(runs: list[Run], metric: str) -> tuple[str, str, str | None]:
+    """Which way `metric` is better, as the runs' records declare it (run.json `metric_modes`, written from the
+    family's and callbacks' declarations): (mode, source, a warning or None).
 
-    value: str  # the key's value as shown in the table
-    runs: list[Run]
-    # metric -> (n, mean, min, max) over the completed runs that recorded it
-    stats: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
+    Runs that recorded neither the metric nor a direction for it do not vote, nor runs older than the
+    declarations; a run that recorded the metric without declaring it counts it loss-like ("min"). No vote,
+    or votes that disagree: "min", the direction of everything undeclared (with a warning when they disagree).
+    """
+    votes: dict[str, list[str]] = {}
+    for run in runs:
+        declared = run.record.get("metric_modes")
+        if not isinstance(declared, dict):
+            continue
+        mode = declared_mode(metric, declared)
+        if mode is None and metric in run.metrics:
+            mode = "min"
+        if mode in MODES:
+            votes.setdefault(mode, []).append(run.name)
+    if not votes:
+        return "min", "default", None
+    if len(votes) == 1:
+        return next(iter(votes)), "declared", None
+    said = "; ".join(f"{mode}: {_few(names)}" for mode, names in sorted(votes.items()))
+    return (
+        "min",
+        "default",
+        f"runs disagree on which way {metric} is better ({said}); ranking by min, --mode max overrides",
+    )
 
-    @property
-    def completed(self) -> int:
-        return sum(run.status == "completed" for run in self.runs)
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-@dataclass
-class Comparison:
-    runs: list[Run]  # best first; unranked runs after the ranked ones, in the order found
-    metric: str
-    mode: str  # "min" | "max"
-    keys: list[str]  # config keys whose values differ between the runs
-    metrics: list[str]  # every final metric any run recorded, the ranking metric first
-    ranks: dict[int, int]  # id(run) -> 1-based rank, for runs eligible for best-of
-    by: str | None = None
-    groups: list[Group] = field(default_factory=list)
-    # id(run) -> where its weights started (`init_from`, shortened); empty when no run was fine-tuned
-    sources: dict[int, str] = field(default_factory=dict)
-
-    def rank(self, run: Run) -> int | None:
-        return self.ranks.get(id(run))
-
-
-def metric_mode(name: str) -> str:
-    """'max' for accuracy-like names (acc, IS, precision, recall...), 'min' for losses, FID, KID..."""
-    words = set(re.split(r"[^a-z0-9]+", name.lower()))
-    return "max" if words & MAX_WORDS else "min"
+def shared_metrics(runs: list[Run]) -> set[str]:
+    """The final metrics every completed run recorded (every run with metrics, when none completed)."""
+    recorded = [run.metrics for run in runs if run.status == "completed" and run.metrics]
+    recorded = recorded or [run.metrics for run in runs if run.metrics]
+    return set.intersection(*(set(metrics) for metrics in recorded)) if recorded else set()
 
 
 def differing_keys(runs: list[Run]) -> list[str]:
@@ -107,10 +111,25 @@ def _score(run: Run, metric: str) -> float | None:
 
 
 def compare(
-    runs: list[Run], metric: str = "val/loss", mode: str = "auto", by: str | None = None
+    runs: list[Run],
+    metric: str = "val/loss",
+    mode: str = "auto",
+    by: str | None = None,
+    all_columns: bool = False,
 ) -> Comparison:
-    """Rank `runs` by `metric` (completed runs only), find the differing keys, group by `by` if given."""
-    mode = metric_mode(metric) if mode == "auto" else mode
+    """Rank `runs` by `metric` (completed runs only), find the differing keys, group by `by` if given.
+
+    `mode` "auto" takes the direction the runs declare (`metric_mode`). A table over several families stays
+    readable: the metrics shown are the ranking one and those every completed run recorded (the others are
+    `hidden`), the keys those that differ within an experiment (the others are `recipe_keys`); `all_columns`
+    shows everything.
+    """
+    notes = []
+    if mode == "auto":
+        mode, source, note = metric_mode(runs, metric)
+        notes += [note] if note else []
+    else:
+        source = "--mode"
     sign = 1.0 if mode == "min" else -1.0
     ranked = sorted(
         (run for run in runs if _score(run, metric) is not None), key=lambda r: sign * _score(r, metric)
@@ -118,23 +137,50 @@ def compare(
     ranks = {id(run): i + 1 for i, run in enumerate(ranked)}
     rest = [run for run in runs if id(run) not in ranks]
     names = sorted({name for run in runs for name in run.metrics} - {metric})
+    shared = shared_metrics(runs)
+    shown = names if all_columns else [name for name in names if name in shared]
     has_metric = any(metric in run.metrics for run in runs)
     sources = init_sources(runs)
     keys = differing_keys(runs)
+    # the init_from column says it in short, beside the runs it names
+    keys = [key for key in keys if key != "init_from"] if sources else keys
+    recipe = [] if all_columns else recipe_keys(runs, keys)
     comparison = Comparison(
         runs=ranked + rest,
         metric=metric,
         mode=mode,
-        # the init_from column says it in short, beside the runs it names
-        keys=[key for key in keys if key != "init_from"] if sources else keys,
-        metrics=[metric, *names] if has_metric else names,
+        keys=[key for key in keys if key not in recipe],
+        recipe_keys=recipe,
+        metrics=[metric, *shown] if has_metric else shown,
+        hidden=[name for name in names if name not in shown],
         ranks=ranks,
         by=by,
         sources=sources,
+        mode_source=source,
+        notes=notes,
     )
+    comparison.modes = {name: metric_mode(runs, name)[0] for name in comparison.all_metrics}
+    comparison.modes[metric] = mode
     if by:
-        comparison.groups = group_runs(comparison.runs, by, comparison.metrics, metric, sign)
+        comparison.groups = group_runs(comparison.runs, by, comparison.all_metrics, metric, sign)
+    comparison.colors = assign_colors(comparison.runs, comparison.groups)
     return comparison
+
+
+def recipe_keys(runs: list[Run], keys: list[str]) -> list[str]:
+    """Of `keys`, those each experiment's runs hold to one value, when the runs come from several experiments:
+    its recipe (another model, optimizer, sample interval), which the experiment column already says."""
+    configs: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.config is not None and run.experiment:
+            configs.setdefault(str(run.experiment), []).append(run.flat_config)
+    if len(configs) < 2:
+        return []
+    return [
+        key
+        for key in keys
+        if all(len({_canonical(flat.get(key, MISSING)) for flat in flats}) == 1 for flats in configs.values())
+    ]
 
 
 def init_sources(runs: list[Run]) -> dict[int, str]:
@@ -193,23 +239,6 @@ def group_runs(runs: list[Run], key: str, metrics: list[str], rank_by: str, sign
     return sorted(groups.values(), key=order)
 
 
-def format_value(value: Any, key: str = "") -> str:
-    """A config value as a short cell: class paths shortened to the class name, lists compact."""
-    if value is MISSING:
-        return "—"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return value.rsplit(".", 1)[-1] if key.endswith("_target_") else value
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, default=str).replace('"', "")
-    return str(value)
-
-
 def load_runs(paths: list[str]) -> list[Run]:
     """Every run dir under `paths`, read; corrupt records are kept (status 'corrupt') with a warning."""
     runs = [load_run(path) for path in find_run_dirs(paths)]
@@ -225,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genlab compare",
         description="Compare run directories: a table ranked by a final metric (best first, completed runs only) "
         "with the config keys that differ between the runs; PNGs of the learning curves (one per logged metric) "
-        "and a bar chart of the ranking metric per run or per --by group (mean, min-max bars).",
+        "and a bar chart of the ranking metric per run or per --by group (mean, min-max bars); --format html: one "
+        "page with the tables, the plots and each run's latest sample grids.",
         epilog="examples:\n"
         "  genlab compare outputs/train/multirun/2026-01-01_10-00-00\n"
         "  genlab compare 'outputs/train/runs/*_mnist_*' --metric fid/classifier-mnist5k/5000\n"
@@ -237,9 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metric", help="final metric to rank by (default: val/loss)")
     parser.add_argument(
-        "--mode", choices=("auto", "min", "max"), default="auto", help="auto: max for acc/IS/precision/recall"
+        "--mode",
+        choices=("auto", "min", "max"),
+        default="auto",
+        help="which way is better; auto: as the runs declare it (run.json metric_modes), min where undeclared",
     )
     parser.add_argument("--by", metavar="KEY", help="group runs by a config key (e.g. model._target_, seed)")
+    parser.add_argument(
+        "--all-columns",
+        action="store_true",
+        help="every final metric, not only those every completed run recorded, and every differing config key, "
+        "also those that differ only between experiments (csv always has them all)",
+    )
     parser.add_argument("--format", choices=("table", "md", "csv", "html"), default="table")
     parser.add_argument(
         "--out", metavar="DIR", help="folder for the PNGs and compare.html (default: first PATH/compare)"
@@ -270,9 +309,21 @@ def run_compare(argv: list[str]) -> int:
         if args.metric:
             raise ConfigError(message + "; choose one with --metric")
         print(f"warning: {message}; runs are not ranked", file=sys.stderr)
-    comparison = compare(runs, metric=metric, mode=args.mode, by=args.by)
-
-    from genlab.runs import render
+    comparison = compare(runs, metric=metric, mode=args.mode, by=args.by, all_columns=args.all_columns)
+    for note in comparison.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    left_out = []
+    if comparison.hidden:
+        left_out.append(
+            f"{len(comparison.hidden)} metrics not every completed run recorded ({_few(comparison.hidden)})"
+        )
+    if comparison.recipe_keys:
+        left_out.append(
+            f"{len(comparison.recipe_keys)} config keys that differ only between experiments "
+            f"({_few(comparison.recipe_keys)})"
+        )
+    if left_out and args.format != "csv":
+        print(f"note: not shown: {'; '.join(left_out)}; --all-columns shows them", file=sys.stderr)
 
     if args.format == "md":
         print(render.markdown(comparison), end="")
@@ -286,14 +337,12 @@ def run_compare(argv: list[str]) -> int:
     images: list[Path] = []
     try:
         if not args.no_plots:
-            from genlab.runs import plots
-
             images = plots.plot_all(comparison, out)
             print(f"plots: {len(images)} PNG files in {out}", file=sys.stderr)
         if args.format == "html":
             out.mkdir(parents=True, exist_ok=True)
             page = out / "compare.html"
-            page.write_text(render.html(comparison, images))
+            page.write_text(render.html(comparison, images), encoding="utf-8")
             print(f"wrote {page}")
     except OSError as error:
         raise DataError(

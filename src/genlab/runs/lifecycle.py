@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import CheckpointError, ConfigError
 from genlab.runs.record import RECORD_NAME, RunRecord
-from genlab.runs.resume import resume_checkpoint, resume_command
+from genlab.runs.resume import (
+    check_same_optimisation,
+    describe_budget,
+    resume_checkpoint,
+    resume_command,
+    training_budget,
+)
+from genlab.runs.snapshot import RunDirSnapshot, hydra_output_config
 
 log = logging.getLogger("genlab.train")
 
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-# a resume that fails before training goes on puts back every file of the run dir outside these folders
-# (checkpoints are only read; each attempt's own .hydra/resume-<time>/ stays) and removes what it added
-_NOT_SNAPSHOT = ("checkpoints",)
-_SNAPSHOT_MAX_BYTES = 64 * 2**20  # a larger file (a wandb run's) is only checked for being new
 
 
 class RunLifecycle:
@@ -56,9 +60,10 @@ class RunLifecycle:
         # continuing in this run's own folder (resume=auto), rather than from another run's checkpoint
         self.continuing = self.ckpt_path is not None and (self.run_dir / RECORD_NAME).is_file()
         self.record: RunRecord | None = None
+        self.declared_modes: dict[str, str] = {}  # metric directions the module and callbacks declare
         self.trainer: Any = None
         self.callbacks: list[Any] = []
-        self._snapshot: dict[str, bytes | None] = {}
+        self._snapshot: RunDirSnapshot | None = None
         self._launch_env = {name: os.environ.get(name) for name in _LAUNCH_ENV}
 
     # ---- before anything is built -------------------------------------------------------------------
@@ -71,11 +76,11 @@ class RunLifecycle:
         record = RunRecord.load(self.run_dir).data
         if record.get("status") != "completed" or self.resumed.get("global_step") != record.get("steps"):
             return None
-        budget = _budget(self.cfg)
-        if budget != _budget(self.latest_config()):
+        budget = training_budget(self.cfg)
+        if budget != training_budget(self.latest_config()):
             return None
         return (
-            f"{self.run_dir} is already complete ({record.get('steps')} steps, {_describe(budget)}); nothing "
+            f"{self.run_dir} is already complete ({record.get('steps')} steps, {describe_budget(budget)}); nothing "
             "to do. To train longer, raise trainer.max_steps or trainer.max_epochs with resume=auto; to start "
             "anew from its weights, use init_from=<run dir>"
         )
@@ -94,48 +99,37 @@ class RunLifecycle:
         return OmegaConf.load(self.run_dir / ".hydra" / "config.yaml")
 
     def check_resume_config(self) -> None:
-        """`resume` continues a run exactly: the optimiser and scheduler come from the checkpoint, so other
-        settings for them would be silently ignored. Say so, and point to `init_from` for a new start."""
-        if self.ckpt_path is None:
-            return
-        stored = _stored_config(Path(self.ckpt_path), self.run_dir if self.continuing else None, self)
-        if stored is None:
-            return
-        for group in ("optimizer", "scheduler"):
-            ours, theirs = _plain(self.cfg.get(group)), _plain(stored.get(group))
-            if ours != theirs:
-                key, now_value, then_value = _first_difference(group, ours, theirs)
-                raise ConfigError(
-                    f"resume continues the run exactly, but {key}={now_value} differs from the checkpoint's "
-                    f"{then_value} (its {group} state is restored as it was); to train its weights with new "
-                    f"settings, use init_from={self.ckpt_path} instead of resume"
-                )
+        """`resume` continues a run exactly: optimiser or scheduler settings other than the checkpoint's
+        would be silently ignored, so they are refused (`init_from` starts anew instead)."""
+        if self.ckpt_path is not None:
+            check_same_optimisation(
+                self.cfg, Path(self.ckpt_path), self.latest_config() if self.continuing else None
+            )
 
     # ---- the run --------------------------------------------------------------------------------------
 
     def __enter__(self) -> RunLifecycle:
         if self.rank_zero and self.continuing:
-            self._snapshot = {
-                path: path.read_bytes() if path.stat().st_size <= _SNAPSHOT_MAX_BYTES else None
-                for path in _run_files(self.run_dir)
-            }
+            self._snapshot = RunDirSnapshot(self.run_dir)
         try:
             self.check_resume_config()
             self._open_record()
             import lightning as L
+            import torch
 
             if self.cfg.get("threads"):
-                import torch
-
                 torch.set_num_threads(int(self.cfg.threads))
+            if not torch.cuda.is_available():
+                # Lightning sets this so that CUDA checks never initialise CUDA before a fork; without a GPU it
+                # only makes each check reload NVML, which torch's optimisers do at every step (0.7 ms an Adam
+                # step on a CUDA build of torch; docs/performance.md)
+                os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
             L.seed_everything(self.cfg.seed, workers=True)
             self._share_tokenizer()
-            if (
-                self.continuing
-            ):  # before the loggers are built: a resumed run logs to the wandb run it started
-                from genlab.runs.resume import continue_wandb_run
+            if self.continuing:  # before the loggers are built: it logs to the tracker runs it started
+                from genlab.runs.resume import continue_tracker_runs
 
-                continue_wandb_run(self.cfg, self.resumed.get("logger_ids", {}).get("WandbLogger"))
+                continue_tracker_runs(self.cfg, self.resumed.get("logger_ids") or {})
         except BaseException as error:  # __exit__ is not called when __enter__ fails
             self.__exit__(type(error), error, None)
             raise
@@ -150,7 +144,7 @@ class RunLifecycle:
                 checkpoint=_relative(self.ckpt_path, self.run_dir),
                 step=self.resumed.get("global_step"),
                 overrides=self.overrides,
-                config=_relative(_hydra_output_config(), self.run_dir),
+                config=_relative(hydra_output_config(), self.run_dir),
             )
         else:
             self.record = RunRecord.start(
@@ -202,6 +196,9 @@ class RunLifecycle:
     def resume_callbacks(self, callbacks: list[Any], loggers: list[Any]) -> list[Any]:
         """`callbacks` with the ones every run has: where a resumed run stands, its loggers' rows, per-step
         seeds, and a checkpoint on signals. Call after the loggers are built, before they log anything."""
+        if self.continuing:  # a folder that already holds logs and checkpoints is what resuming means
+            for text in ("Experiment logs directory .* exists", "Checkpoint directory .* exists"):
+                warnings.filterwarnings("ignore", message=text)
         from genlab.callbacks.resume import LoggerContinuity, Preemption, ResumePosition, StepSeed
         from genlab.callbacks.validate_at_end import ValidateAtEnd
         from genlab.runs.resume import csv_rows
@@ -210,7 +207,10 @@ class RunLifecycle:
             csv_rows(loggers) if self.continuing else None,
             self.resumed.get("pending_rows") if self.continuing else None,
         )
+        continued = set(self.resumed.get("logger_ids") or {}) if self.continuing else set()
         for logger in loggers:
+            if type(logger).__name__ == "MLFlowLogger" and "MLFlowLogger" in continued:
+                continue  # MLflow's params are write-once: the run keeps its first config (run.json lists resumes)
             logger.log_hyperparams(OmegaConf.to_container(self.cfg, resolve=True))
         continuity.restore(loggers)
         if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
@@ -235,6 +235,7 @@ class RunLifecycle:
         from genlab.checkpoints import remove_unfinished_saves
 
         self.trainer = trainer
+        self._check_objective_mode([module, *trainer.callbacks])
         if self.ckpt_path is not None:
             for stale in remove_unfinished_saves(self.run_dir / "checkpoints"):
                 log.warning(f"removed {stale.name}, a checkpoint save that was cut off")
@@ -245,6 +246,20 @@ class RunLifecycle:
             named = not self.ckpt_path or str(self.ckpt_path) in str(error)
             raise CheckpointError(str(error) if named else f"resume={self.ckpt_path}: {error}") from None
 
+    def _check_objective_mode(self, sources: list[Any]) -> None:
+        """`objective.mode` (the sweeper's direction) must agree with how the metric's family declares it."""
+        from genlab.directions import declared, declared_mode
+
+        objective = self.cfg.get("objective") or {}
+        self.declared_modes = declared(sources)
+        name, mode = objective.get("metric"), objective.get("mode")
+        wanted = declared_mode(name, self.declared_modes) if name else None
+        if wanted is not None and mode != wanted:
+            better = "largest" if wanted == "max" else "smallest"
+            raise ConfigError(
+                f"objective.mode={mode} but {name} is best when {better}: set objective.mode={wanted}"
+            )
+
     @property
     def pruned_at_step(self) -> int | None:
         """The step a sweep's pruner stopped this run at (callbacks/optuna_pruning.py), or None."""
@@ -252,6 +267,8 @@ class RunLifecycle:
 
     def complete(self, metrics: dict[str, float], best_checkpoint: str | None) -> float | None:
         """Record the finished run; returns the objective metric (what a sweeper optimises)."""
+        from genlab.directions import metric_modes
+
         objective = self.cfg.get("objective") or {}
         name = objective.get("metric")
         value = metrics.get(name) if name else None
@@ -269,6 +286,7 @@ class RunLifecycle:
             self.record.finish(
                 status,
                 metrics=metrics,
+                metric_modes=metric_modes(metrics, self.declared_modes),
                 best_checkpoint=_relative(best_checkpoint, self.run_dir),
                 steps=self.trainer.global_step,
                 **extra,
@@ -329,32 +347,13 @@ class RunLifecycle:
         if self.continuing and (step is None or step <= (self.resumed.get("global_step") or 0)):
             # the resume failed before training went on: the run dir is put back as it was (resumable);
             # this attempt's config, log and error stay in its own .hydra/resume-<time>/ folder
-            attempt = _hydra_output_config()
-            log_text = self._restore_snapshot()
+            attempt = hydra_output_config()
+            log_text = self._snapshot.restore() if self._snapshot is not None else b""
             if attempt is not None:
                 (attempt.parent / "error.txt").write_text(message + "\n")
                 (attempt.parent / "train.log").write_bytes(log_text)
         elif self.record is not None:
             self.record.finish("failed", error=message, steps=step)
-
-    def _restore_snapshot(self) -> bytes:
-        """Put the run dir's files back as they were before this attempt and remove those it added; returns
-        what the attempt wrote to train.log. The log file is closed first: nothing more is written there."""
-        from genlab.atomic import atomic_write
-
-        log_path = self.run_dir / "train.log"
-        detach_file_logs(self.run_dir)
-        before = self._snapshot.get(log_path) or b""
-        added = log_path.read_bytes()[len(before) :] if log_path.is_file() else b""
-        attempt = _hydra_output_config()
-        for path in _run_files(self.run_dir):
-            if path not in self._snapshot and not (attempt and path.is_relative_to(attempt.parent)):
-                path.unlink()
-        for path, content in self._snapshot.items():
-            if content is not None and (not path.is_file() or path.read_bytes() != content):
-                with atomic_write(path) as f:
-                    f.write(content)
-        return added
 
     def _release_process_group(self) -> None:
         """A sweep runs its jobs in one process: the next job's DDP must start afresh.
@@ -372,33 +371,6 @@ class RunLifecycle:
                 os.environ[name] = value
 
 
-def _run_files(run_dir: Path) -> list[Path]:
-    return [
-        path
-        for path in run_dir.rglob("*")
-        if path.is_file() and path.relative_to(run_dir).parts[0] not in _NOT_SNAPSHOT
-    ]
-
-
-def detach_file_logs(run_dir: Path) -> None:
-    """Close the logging handlers that write into `run_dir` (Hydra's train.log): the run dir is left alone."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        filename = getattr(handler, "baseFilename", None)
-        if filename and Path(filename).absolute().is_relative_to(run_dir.absolute()):
-            root.removeHandler(handler)
-            handler.close()
-
-
-def _budget(cfg: DictConfig) -> tuple[Any, Any]:
-    trainer = cfg.get("trainer") or {}
-    return trainer.get("max_steps"), trainer.get("max_epochs")
-
-
-def _describe(budget: tuple[Any, Any]) -> str:
-    return f"trainer.max_steps={budget[0]}, trainer.max_epochs={budget[1]}"
-
-
 def _relative(path: str | Path | None, run_dir: Path) -> str | None:
     """A path inside the run dir as relative to it (run dirs move and are copied); others as given."""
     if path is None:
@@ -407,41 +379,3 @@ def _relative(path: str | Path | None, run_dir: Path) -> str | None:
         return str(Path(path).absolute().relative_to(run_dir.absolute()))
     except ValueError:
         return str(path)
-
-
-def _hydra_output_config() -> Path | None:
-    """Where Hydra wrote this job's config (`<output_subdir>/config.yaml`), if it did."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-    except ValueError:  # not under Hydra
-        return None
-    if not hydra_cfg.output_subdir:
-        return None
-    return Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / "config.yaml"
-
-
-def _stored_config(ckpt: Path, run_dir: Path | None, life: RunLifecycle) -> DictConfig | None:
-    """The config the checkpoint was trained with: its run's (latest) config, when there is one."""
-    if run_dir is not None:
-        return life.latest_config()
-    stored = ckpt.parent.parent / ".hydra" / "config.yaml"
-    return OmegaConf.load(stored) if stored.is_file() else None
-
-
-def _plain(node: Any) -> Any:
-    if node is None:
-        return None
-    try:
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    except Exception:  # an interpolation only the original run could resolve: compare unresolved
-        return OmegaConf.to_container(node, resolve=False)
-
-
-def _first_difference(prefix: str, ours: Any, theirs: Any) -> tuple[str, Any, Any]:
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        for key in sorted(set(ours) | set(theirs), key=str):
-            if ours.get(key) != theirs.get(key):
-                return _first_difference(f"{prefix}.{key}", ours.get(key), theirs.get(key))
-    return prefix, ours, theirs

@@ -159,6 +159,11 @@ def read_checkpoint(ckpt: Path, trust: bool = False) -> dict[str, Any]:
 
 def load_weights(module: Any, checkpoint: dict[str, Any], ckpt: Path) -> None:
     """Load the checkpoint's state_dict into `module`; keys that do not fit mean another family or architecture."""
+    if "quantization" in checkpoint:  # written by `genlab quantize`: its layers are rebuilt first
+        from genlab.quantize import load_quantized
+
+        load_quantized(module, checkpoint, ckpt)
+        return
     try:
         module.on_load_checkpoint(checkpoint)  # may check the checkpoint itself: name the file in its message
     except CheckpointError as err:
@@ -195,13 +200,12 @@ def missing_runtime(cfg: DictConfig) -> list[str]:
 def build_module(cfg: DictConfig) -> Any:
     """The run's module with no optimiser; reads the dataset only when the model needs `${runtime.*}` values
     that neither the stored config nor the run dir's tokenizer give."""
-    from hydra.utils import instantiate
+    from genlab.build import build_datamodule
+    from genlab.build import build_module as build
 
     if missing_runtime(cfg):
-        from genlab.train import build_datamodule
-
         build_datamodule(cfg)  # fills cfg.runtime
-    return instantiate(cfg.model, optimizer=None, scheduler=None, _convert_="all")
+    return build(cfg, optimizer=False)
 
 
 def choose_weights(module: Any, weights: str) -> None:
@@ -247,6 +251,9 @@ def load_module(
     )  # before the module is built: a bad file fails at once
     module = build_module(cfg)
     load_weights(module, checkpoint, ckpt)
+    only = (checkpoint.get("quantization") or {}).get("device")
+    if only and device != only:
+        raise ConfigError(f"{ckpt} is quantized for the {only} only: pass device={only}")
     choose_weights(module, weights)
     if tokenizer is not None:
         module.tokenizer = tokenizer

@@ -10,7 +10,7 @@ import math
 import re
 from pathlib import Path
 
-from genlab.runs.compare import Comparison, format_value
+from genlab.runs.comparison import Comparison, format_value
 from genlab.runs.rundirs import Run
 
 MAX_LEGEND = 20  # more entries than this make the legend bigger than the plot
@@ -23,11 +23,11 @@ def plot_all(comparison: Comparison, out: Path) -> list[Path]:
     return plot_finals(comparison, out, taken) + plot_curves(comparison, out, taken)
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -47,29 +47,21 @@ def _file(out: Path, kind: str, metric: str, taken: set[str]) -> Path:
     return out / f"{name}.png"
 
 
-def _colors(comparison: Comparison) -> tuple[dict[int, tuple], dict[int, str]]:
-    """A color and a legend label per run: one per group with --by (so seeds of a group share a color)."""
-    from matplotlib import colormaps
-
-    runs = comparison.runs
+def _colors(comparison: Comparison) -> tuple[dict[int, str], dict[int, str]]:
+    """The run's colour (the same in every plot and in the html report) and its legend label: with --by the
+    group's, so seeds of a group share both."""
+    colors = {id(run): comparison.color(run) for run in comparison.runs}
     if comparison.groups:
-        cmap = colormaps["tab10" if len(comparison.groups) <= 10 else "tab20"]
-        color, label = {}, {}
-        for i, group in enumerate(comparison.groups):
-            for run in group.runs:
-                color[id(run)] = cmap(i % cmap.N)
-                label[id(run)] = str(group.value)
-        return color, label
-    cmap = colormaps["tab10" if len(runs) <= 10 else "tab20" if len(runs) <= 20 else "viridis"]
-    n = max(len(runs) - 1, 1)
-    color = {id(r): cmap(i % cmap.N) if cmap.N < 256 else cmap(i / n) for i, r in enumerate(runs)}
-    return color, {id(r): _run_label(r, comparison.keys, comparison.sources.get(id(r))) for r in runs}
+        return colors, {id(run): str(group.value) for group in comparison.groups for run in group.runs}
+    return colors, {
+        id(r): _run_label(r, comparison.keys, comparison.sources.get(id(r))) for r in comparison.runs
+    }
 
 
 def _run_label(run: Run, keys: list[str], source: str | None = None) -> str:
     """The run's name, with the values of up to three differing keys (its row in the table, in short) and the
     run its weights started from."""
-    values = [f"{key.rsplit('.', 1)[-1]}={format_value(run.value(key), key)}" for key in keys]
+    values = [f"{_short_key(key)}={format_value(run.value(key), key)}" for key in keys]
     if len(keys) > 3:
         values = []
     if source:
@@ -78,6 +70,12 @@ def _run_label(run: Run, keys: list[str], source: str | None = None) -> str:
         return run.name
     label = f"{run.name} ({', '.join(values)})"
     return label if len(label) <= 40 else label[:39] + "…"
+
+
+def _short_key(key: str) -> str:
+    """The key's last part; for a class (`model._target_`) the node it builds (`model`)."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "_target_" and len(parts) > 1 else parts[-1]
 
 
 def plot_curves(comparison: Comparison, out: Path, taken: set[str] | None = None) -> list[Path]:
@@ -93,7 +91,8 @@ def plot_curves(comparison: Comparison, out: Path, taken: set[str] | None = None
     color, label = _colors(comparison)
     files = []
     for metric in names:
-        fig = _figure(9.0, 4.5)
+        # constrained: long tick labels (a learning rate's 0.0002100) and the legend beside the axes fit
+        fig = _figure(9.0, 4.5, layout="constrained")
         ax = fig.add_subplot()
         lines, colors, styles, points = [], [], [], []
         legend: dict[str, Line2D] = {}
@@ -132,7 +131,6 @@ def plot_curves(comparison: Comparison, out: Path, taken: set[str] | None = None
                 loc="upper left",
                 bbox_to_anchor=(1.01, 1.0),
             )
-            fig.subplots_adjust(left=0.09, right=0.7, bottom=0.12)
         path = _file(out, "curves", metric, taken)
         _save(fig, path)
         files.append(path)
@@ -140,34 +138,56 @@ def plot_curves(comparison: Comparison, out: Path, taken: set[str] | None = None
 
 
 def plot_finals(comparison: Comparison, out: Path, taken: set[str] | None = None) -> list[Path]:
-    """The final ranking metric as a bar chart: a bar per completed run (best first, best in orange), or with
-    --by a bar per group at the mean over its completed runs with min-max error bars. Unfinished runs are
-    never drawn: their last values are not final. Rank by another metric (--metric) to chart that one."""
+    """The final ranking metric as a bar chart: a bar per completed run (best first, outlined and marked
+    "best"), or with --by a bar per group at the mean over its completed runs with min-max error bars; each
+    bar in its run's (group's) colour from the curves. Unfinished runs are never drawn: their last values are
+    not final. Rank by another metric (--metric) to chart that one."""
     taken = set() if taken is None else taken
     metric = comparison.metric
     if comparison.groups:
-        bars = [(str(g.value), g.stats[metric]) for g in comparison.groups if metric in g.stats]
-        labels = [f"{name}\n(n={stat[0]})" for name, stat in bars]
+        bars = [(g, g.stats[metric]) for g in comparison.groups if metric in g.stats]
+        labels = [f"{group.value}\n(n={stat[0]})" for group, stat in bars]
         means = [stat[1] for _, stat in bars]
         errors = [[s[1] - s[2] for _, s in bars], [s[3] - s[1] for _, s in bars]]
+        colors = [comparison.color(group.runs[0]) for group, _ in bars]
     else:
         ranked = [run for run in comparison.runs if comparison.rank(run) is not None]  # best first
         labels = [run.name for run in ranked]
         means = [run.metrics[metric] for run in ranked]
         errors = None
+        colors = [comparison.color(run) for run in ranked]
     if not means:
         return []
     many = len(means) > 8
     fig = _figure(min(16.0, max(5.0, 1.5 + 0.3 * len(means))), 4.5)
     ax = fig.add_subplot()
     best = means.index(min(means) if comparison.mode == "min" else max(means))
-    colors = ["#dd6b20" if i == best else "#2b6cb0" for i in range(len(means))]
+    edges = [2.0 if i == best else 0.0 for i in range(len(means))]
     if many:
-        _many_bars(ax, means, errors, colors, labels)
+        _many_bars(ax, means, errors, colors, labels, edges)
     else:
-        ax.bar(range(len(means)), means, yerr=errors, capsize=4 if errors else 0, color=colors)
+        ax.bar(
+            range(len(means)),
+            means,
+            yerr=errors,
+            capsize=4 if errors else 0,
+            color=colors,
+            edgecolor="black",
+            linewidth=edges,
+        )
         ax.set_xticks(range(len(means)))
         ax.set_xticklabels(labels, fontsize="small")
+    below = means[best] < 0  # bars of negative values (an ELBO) hang down: the mark goes under them
+    ax.annotate(
+        "best",
+        (best, means[best]),
+        xytext=(0, -4 if below else 4),
+        textcoords="offset points",
+        ha="center",
+        va="top" if below else "bottom",
+        fontsize="small",
+        fontweight="bold",
+    )
     ax.set_ylabel(metric)
     how = (
         f"by {comparison.by}: mean of completed runs, min-max bars" if comparison.groups else "completed runs"
@@ -182,7 +202,12 @@ def plot_finals(comparison: Comparison, out: Path, taken: set[str] | None = None
 
 
 def _many_bars(
-    ax, means: list[float], errors: list[list[float]] | None, colors: list[str], labels: list[str]
+    ax,
+    means: list[float],
+    errors: list[list[float]] | None,
+    colors: list[str],
+    labels: list[str],
+    edges: list[float],
 ) -> None:
     """Bars as one PolyCollection and labels as rotated texts under them, for charts of many runs: 100 bar
     patches and 100 tick objects (each with its own lines and labels) cost about half of a 100-run chart
@@ -192,6 +217,8 @@ def _many_bars(
     bars = PolyCollection(
         [[(i - 0.4, 0.0), (i - 0.4, m), (i + 0.4, m), (i + 0.4, 0.0)] for i, m in enumerate(means)],
         facecolors=colors,
+        edgecolors="black",
+        linewidths=edges,
     )
     bars.sticky_edges.y.append(0.0)  # the axis starts at 0 without a margin, as with ax.bar
     ax.add_collection(bars)

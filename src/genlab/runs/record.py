@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -74,6 +75,16 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def command_line(task: str, overrides: list[str], config_flags: list[str] | None = None) -> str:
+    """The command that runs this again, quoted for a POSIX shell: `genlab <task>`, the flags that chose the
+    primary config (`--config-dir`, `-cp`, `-cn`: from this process's command line unless given), the overrides."""
+    # imported here: `genlab compare` reads run records without loading OmegaConf
+    from genlab.runs.resume import config_source_flags
+
+    flags = config_source_flags(sys.argv[1:]) if config_flags is None else list(config_flags)
+    return " ".join(["genlab", task, *map(shlex.quote, [*flags, *overrides])])
+
+
 class RunRecord:
     """The run.json of one run directory; every update rewrites the whole file atomically."""
 
@@ -93,6 +104,7 @@ class RunRecord:
         overrides: list[str],
         task: str = "train",
         tags: list[str] | None = None,
+        config_flags: list[str] | None = None,
     ) -> RunRecord:
         record = cls(
             run_dir,
@@ -103,7 +115,7 @@ class RunRecord:
                 "seed": seed,
                 "overrides": list(overrides),
                 "tags": list(tags or []),
-                "command": " ".join(["genlab", task, *overrides]),
+                "command": command_line(task, overrides, config_flags),
                 "run_dir": str(Path(run_dir).resolve()),
                 "git": git_state(),
                 "versions": package_versions(),

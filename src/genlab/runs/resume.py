@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import CheckpointError, ConfigError
 
@@ -64,12 +64,17 @@ def resume_command(overrides: list[str], run_dir: str | Path) -> str:
     )
 
 
-def continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
-    """A resumed run logs to the wandb run it started (its id is in the checkpoint), not to a new one."""
+def continue_tracker_runs(cfg: DictConfig, logger_ids: dict[str, str]) -> None:
+    """A resumed run logs to the wandb or MLflow run it started (their ids are in the checkpoint), not to new ones."""
     for node in (cfg.get("logger") or {}).values():
-        if run_id and node and "wandb" in str(node.get("_target_", "")).lower():
-            with open_dict(node):
-                node.id, node.resume = run_id, "allow"
+        if node is None:
+            continue
+        target = str(node.get("_target_", "")).lower()
+        with open_dict(node):
+            if "wandb" in target and logger_ids.get("WandbLogger"):
+                node.id, node.resume = logger_ids["WandbLogger"], "allow"
+            elif "mlflow" in target and logger_ids.get("MLFlowLogger"):
+                node.run_id = logger_ids["MLFlowLogger"]
 
 
 def csv_rows(loggers: list) -> dict[Any, list[dict[str, str]]]:
@@ -99,3 +104,55 @@ def config_source_flags(argv: list[str]) -> list[str]:
         elif arg.startswith(tuple(f"{flag}=" for flag in _CONFIG_SOURCE_FLAGS)):
             kept.append(arg)
     return kept
+
+
+def training_budget(cfg: DictConfig) -> tuple[Any, Any]:
+    trainer = cfg.get("trainer") or {}
+    return trainer.get("max_steps"), trainer.get("max_epochs")
+
+
+def describe_budget(budget: tuple[Any, Any]) -> str:
+    return f"trainer.max_steps={budget[0]}, trainer.max_epochs={budget[1]}"
+
+
+def check_same_optimisation(cfg: DictConfig, ckpt: Path, run_config: DictConfig | None) -> None:
+    """`resume` continues a run exactly: the optimiser and scheduler come from the checkpoint, so other
+    settings for them would be silently ignored. Say so, and point to `init_from` for a new start."""
+    stored = _stored_config(ckpt, run_config)
+    if stored is None:
+        return
+    for group in ("optimizer", "scheduler"):
+        ours, theirs = _plain(cfg.get(group)), _plain(stored.get(group))
+        if ours != theirs:
+            key, now_value, then_value = _first_difference(group, ours, theirs)
+            raise ConfigError(
+                f"resume continues the run exactly, but {key}={now_value} differs from the checkpoint's "
+                f"{then_value} (its {group} state is restored as it was); to train its weights with new "
+                f"settings, use init_from={ckpt} instead of resume"
+            )
+
+
+def _stored_config(ckpt: Path, run_config: DictConfig | None) -> DictConfig | None:
+    """The config the checkpoint was trained with: `run_config` (its run's latest, when resuming in its own
+    run dir), else the config beside its run dir, when there is one."""
+    if run_config is not None:
+        return run_config
+    stored = ckpt.parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(stored) if stored.is_file() else None
+
+
+def _plain(node: Any) -> Any:
+    if node is None:
+        return None
+    try:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception:  # an interpolation only the original run could resolve: compare unresolved
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def _first_difference(prefix: str, ours: Any, theirs: Any) -> tuple[str, Any, Any]:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(set(ours) | set(theirs), key=str):
+            if ours.get(key) != theirs.get(key):
+                return _first_difference(f"{prefix}.{key}", ours.get(key), theirs.get(key))
+    return prefix, ours, theirs

@@ -22,7 +22,10 @@ class GenlabOptunaSweeperConf:
     # min/max (genlab's `objective.mode`) or minimize/maximize
     direction: str = "${objective.mode}"
     study_name: str = "${experiment_name}"
-    # in the sweep dir, so re-running the same command (same hydra.sweep.dir) resumes the study; null: in memory
+    # in the sweep dir, so re-running the same command (same hydra.sweep.dir) resumes the study; null: in memory.
+    # Across machines (many SLURM jobs, several sweep processes on one study): a database server,
+    # postgresql://user@host:5432/db (pip install 'genlab[postgres]'), or a journal file on a shared
+    # filesystem, journal:///<path> (e.g. journal:////shared/sweeps/vae.log): see genlab/study_storage.py
     storage: Any = "sqlite:///${hydra.sweep.dir}/optuna.db"
     # any optuna sampler by `_target_`; TPE with a seed makes the sequence of asked trials repeatable. A
     # resumed study builds it with seed + (trials already in the study), so it does not replay earlier points

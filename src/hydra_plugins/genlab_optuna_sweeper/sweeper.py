@@ -1,8 +1,11 @@
 """`GenlabOptunaSweeper`: ask Optuna for a batch of trials, launch them as Hydra jobs, tell it each result.
 
-The study lives in SQLite storage in the sweep dir: re-running the same command resumes it, and trials
-that already finished count toward `n_trials`. A job that raised, or returned NaN/None, is told as FAIL
-with its reason in the trial's `fail_reason` attribute; the sweep goes on.
+The study lives in SQLite storage in the sweep dir by default: re-running the same command resumes it, and
+trials that already finished count toward `n_trials`. A job that raised, or returned NaN/None, is told as FAIL
+with its reason in the trial's `fail_reason` attribute; the sweep goes on. With a storage that many machines
+reach (`postgresql://...`, or a `journal:///` file on a shared filesystem, see genlab.study_storage), several
+sweep processes can work on one study: `n_trials` counts the trials all of them started, and a trial left
+running is closed as interrupted only when the process that asked for it is gone.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import ConfigError
+from genlab.study_storage import describe, open_storage
 
 from .search_space import parse_search_space, to_override
 
@@ -25,6 +34,12 @@ log = logging.getLogger(__name__)
 _DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 # set on trials left RUNNING by an interrupted sweep: they are closed as FAIL and do not count toward n_trials
 INTERRUPTED = "interrupted: the sweep stopped before this trial reported"
+# user attribute of each trial: "host:pid" of the sweep process that asked for it
+OWNER = "sweeper"
+
+
+class SweepConfigError(ConfigError, CompactHydraException):
+    """A sweeper setting that cannot work: Hydra prints the message alone, without a traceback."""
 
 
 class GenlabOptunaSweeper(Sweeper):
@@ -72,30 +87,43 @@ class GenlabOptunaSweeper(Sweeper):
         pruner = _build(self.pruner_config)
         if pruner is not None and self.storage is None:
             raise ValueError("hydra.sweeper.pruner needs hydra.sweeper.storage: the trials report to it")
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=optuna.samplers.RandomSampler(seed=0),  # replaced below, once the study's size is known
-            pruner=pruner or optuna.pruners.NopPruner(),  # optuna's default would be a MedianPruner
-            direction=self.direction,
-            load_if_exists=True,
-        )
+        try:  # the sampler is replaced below, once the study's size is known
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=open_storage(self.storage),
+                sampler=optuna.samplers.RandomSampler(seed=0),
+                pruner=pruner or optuna.pruners.NopPruner(),  # optuna's default would be a MedianPruner
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except ConfigError as error:  # a malformed journal:/// URL
+            raise SweepConfigError(f"error: {error}") from None
+        except ImportError as error:  # no driver for the database the URL names
+            raise SweepConfigError(
+                f"error: hydra.sweeper.storage={describe(self.storage)}: {error} (PostgreSQL: pip install "
+                "'genlab[postgres]' and a postgresql+psycopg:// URL)"
+            ) from None
         # a seeded sampler built afresh for a resumed study would ask its first points again: shift its seed
         # by the trials the study already holds (a fresh study: the seed as given)
         study.sampler = _build(self.sampler_config, seed_offset=len(study.get_trials(deepcopy=False)))
         if study.direction.name.lower() != self.direction:
             raise ValueError(
-                f"study {self.study_name!r} in {self.storage} was made to {study.direction.name.lower()}, not "
+                f"study {self.study_name!r} in {describe(self.storage)} was made to {study.direction.name.lower()}, not "
                 f"{self.direction}: set objective.mode to match, or use another hydra.sweep.dir"
             )
         _close_interrupted(study, sweep_dir)
-        done = _finished(study)
+        done, elsewhere = _finished(study), _running(study)
         log.info(
-            f"Optuna study {self.study_name!r} ({self.direction}) in {self.storage}: "
-            f"{done} of {self.n_trials} trials already finished; searching {sorted(space)}"
+            f"Optuna study {self.study_name!r} ({self.direction}) in {describe(self.storage)}: "
+            f"{done} of {self.n_trials} trials already finished"
+            + (f", {elsewhere} running in other sweep processes" if elsewhere else "")
+            + f"; searching {sorted(space)}"
         )
-        while done < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+        # trials other processes are running count too: n_trials is the study's budget, however many share it
+        while (started := _finished(study) + _running(study)) < self.n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - started))]
+            for trial in trials:
+                trial.set_user_attr(OWNER, _owner())
             overrides = [
                 tuple(
                     fixed
@@ -108,7 +136,6 @@ class GenlabOptunaSweeper(Sweeper):
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             for trial, job in zip(trials, returns):
                 _tell(study, trial, job)
-            done += len(trials)
 
         return _write_results(study, sweep_dir)
 
@@ -211,6 +238,8 @@ def _close_interrupted(study: Any, sweep_dir: Path) -> None:
     from genlab.runs.record import RunRecord
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _owner_alive(frozen.user_attrs.get(OWNER)):
+            continue  # another sweep process (on this machine or another) is running it
         Trial(study, frozen._trial_id).set_user_attr("fail_reason", INTERRUPTED)
         study.tell(frozen.number, state=TrialState.FAIL)
         log.warning(f"trial {frozen.number} was left running by an interrupted sweep: closed as failed")
@@ -219,6 +248,33 @@ def _close_interrupted(study: Any, sweep_dir: Path) -> None:
             record = RunRecord.load(run_dir)
             if record.data.get("status") == "running":
                 record.update(status="interrupted", error="the sweep was stopped during this trial")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Whether the sweep process that asked for a trial may still be running it: on another machine it is
+    taken to be (nothing here can tell); on this one, while its process exists. No owner: an older sweep."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True  # a process of another user; or an owner this code did not write
+    return True
+
+
+def _running(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _finished(study: Any) -> int:
