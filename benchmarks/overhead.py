@@ -217,7 +217,7 @@ class PlainGAN(PlainLoop):
         self.opt_d = _optimizer(module, self.d.parameters(), module.lr_d)
 
     def train_step(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        from genlab.models.gan import discriminator_loss, generator_loss  # pure tensor functions
+        from genlab.models.gan_losses import discriminator_loss, generator_loss  # pure tensor functions
 
         real = batch[0]
         b = real.shape[0]

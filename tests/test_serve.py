@@ -302,7 +302,7 @@ def test_options_and_a_missing_litserve_are_one_line_errors(monkeypatch, capsys,
 
 
 def test_check_request_fills_defaults_and_checks_labels_of_a_conditional_model():
-    from genlab.serve import IMAGE_FIELDS, RequestError, RequestSpec, check_request
+    from genlab.serve_requests import IMAGE_FIELDS, RequestError, RequestSpec, check_request
 
     limits = {
         "max_n": 8,

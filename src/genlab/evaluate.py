@@ -61,9 +61,9 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
 
     import lightning as L  # heavy: after the arguments and config are known to be good
     import torch
-    from hydra.utils import get_object, instantiate
+    from hydra.utils import get_object
 
-    from genlab.build import build_datamodule, implements, scalar_metrics
+    from genlab.build import build_datamodule
     from genlab.models.base import ImageGenerator
 
     if cfg.get("threads"):
@@ -83,25 +83,7 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     module = build_module(cfg)
     load_weights(module, checkpoint, ckpt)
 
-    # one device, no loggers or callbacks: evaluation writes only its JSON
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[],
-        logger=False,
-        enable_checkpointing=False,
-        devices=1,
-        num_nodes=1,
-        strategy="auto",
-    )
-    metrics: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    L.seed_everything(seed, workers=True, verbose=False)
-    if implements(module, "test_step" if options.split == "test" else "validation_step"):
-        run_split = trainer.test if options.split == "test" else trainer.validate
-        for result in run_split(module, datamodule=datamodule, verbose=False):
-            metrics.update(scalar_metrics(result))
-    seconds["loss"] = time.perf_counter() - start
+    metrics, seconds = split_losses(cfg, module, datamodule, options.split, seed)
     # Lightning hands the module back on the CPU: sampling (a DDPM's many passes) is where a GPU pays off
     device = options.device
     if device == "auto":
@@ -143,6 +125,37 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
     out.write_text(json.dumps(report, indent=2) + "\n")
     report["path"] = str(out)
     return report
+
+
+def split_losses(
+    cfg: DictConfig, module: Any, datamodule: Any, split: str, seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The module's own metrics on `split` (its test or validation step), and the seconds they took."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from genlab.build import implements, scalar_metrics
+
+    # one device, no loggers or callbacks: evaluation writes only its JSON
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+    )
+    metrics: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
+    if implements(module, "test_step" if split == "test" else "validation_step"):
+        run_split = trainer.test if split == "test" else trainer.validate
+        for result in run_split(module, datamodule=datamodule, verbose=False):
+            metrics.update(scalar_metrics(result))
+    seconds["loss"] = time.perf_counter() - start
+    return metrics, seconds
 
 
 def classifier_home(cfg: DictConfig) -> Path | None:

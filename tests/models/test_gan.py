@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.errors import ConfigError
-from genlab.models.gan import GAN, discriminator_loss, generator_loss, gradient_penalty, mmd2
+from genlab.models.gan import GAN
+from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, mmd2
 from genlab.nets.dcgan import Discriminator, Generator
 from genlab.optim import cosine
 

@@ -11,87 +11,63 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModule, OptimizerFactory, SchedulerFactory, sample_labels
 from genlab.models.ema import averaged_copy
+from genlab.models.gan_losses import (
+    LOSSES,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    mmd2,
+)
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("non_saturating", "hinge", "wgan_gp")
-# Gaussian kernel widths of the validation MMD, in units of the per-pixel mean squared distance of images in
-# [-1, 1] (two different MNIST digits are ~0.5 apart): several widths catch both blur and missing modes
-MMD_SCALES = (0.25, 0.5, 1.0, 2.0)
 
-
-def discriminator_loss(loss: str, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """The discriminator's side of the game, from its scores (logits / critic values) on real and fake images.
-
-    non_saturating: binary cross-entropy, real -> 1 and fake -> 0 (Goodfellow et al. 2014);
-    hinge: mean relu(1 - D(real)) + relu(1 + D(fake)) (Lim & Ye 2017, used by SAGAN / BigGAN);
-    wgan_gp: the critic's negated Wasserstein estimate E[D(fake)] - E[D(real)]; the penalty is added apart.
-    """
-    if loss == "non_saturating":
-        # softplus(-x) = -log sigmoid(x): the stable form of BCE on logits
-        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
-    if loss == "hinge":
-        return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
-    if loss == "wgan_gp":
-        return fake_scores.mean() - real_scores.mean()
-    raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
-
-
-def generator_loss(loss: str, fake_scores: Tensor) -> Tensor:
-    """The generator's side: non-saturating -log D(G(z)) for "non_saturating", -D(G(z)) for hinge and WGAN."""
-    if loss == "non_saturating":
-        # maximise log D(G(z)) rather than minimise log(1 - D(G(z))): strong gradients while D wins early on
-        return F.softplus(-fake_scores).mean()
-    if loss in ("hinge", "wgan_gp"):
-        return -fake_scores.mean()
-    raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
-
-
-def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
-    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad_x D(x_hat)||_2 - 1) ** 2] on random interpolates.
-
-    x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per sample; the graph is kept
-    (create_graph) so the penalty trains the discriminator.
-    """
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real + (1.0 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
-    # the 1e-12 keeps the norm differentiable where a gradient is exactly zero
-    grad_norm = torch.sqrt(grad.flatten(1).pow(2).sum(dim=1) + 1e-12)  # (B,)
-    return (grad_norm - 1.0).pow(2).mean()
-
-
-def mmd2(x: Tensor, y: Tensor, scales: tuple[float, ...] = MMD_SCALES) -> Tensor:
-    """Unbiased squared maximum mean discrepancy between two image batches (Gretton et al. 2012).
-
-    Kernel: a sum of Gaussians exp(-d / s) of the per-pixel mean squared distance d, one per scale s.
-    Near 0 (and slightly negative at times, being unbiased) when x and y come from the same distribution.
-    """
-    x, y = x.flatten(1), y.flatten(1)
-    n, m = x.shape[0], y.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError(f"mmd2 needs at least 2 samples on each side, got {n} and {m}")
-    xy = torch.cat([x, y])
-    dist = torch.cdist(xy, xy).pow(2) / x.shape[1]  # (n + m, n + m)
-    k = sum(torch.exp(-dist / s) for s in scales)
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    # drop the diagonals (a sample against itself) so the estimate is unbiased
-    return (
-        (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-        - 2.0 * kxy.mean()
-    )
+def _check_arguments(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    latent_dim: int,
+    loss: str,
+    n_critic: int,
+    ema_decay: float | None,
+    num_classes: int | None,
+) -> None:
+    """One line for a GAN whose settings or nets do not fit together."""
+    if loss not in LOSSES:
+        raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
+    if int(n_critic) < 1:
+        raise ConfigError(
+            f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}"
+        )
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ConfigError(f"model.ema_decay must be in [0, 1) or null (no EMA), got {ema_decay}")
+    g_latent = getattr(generator, "latent_dim", latent_dim)
+    if g_latent != latent_dim:
+        raise ConfigError(
+            f"model.latent_dim={latent_dim} but the generator takes latent_dim={g_latent}: "
+            "set model.generator.latent_dim: ${model.latent_dim}"
+        )
+    for role, net in (("generator", generator), ("discriminator", discriminator)):
+        if getattr(net, "num_classes", None) != num_classes:
+            raise ConfigError(
+                f"model.num_classes={num_classes} but the {role} has num_classes="
+                f"{getattr(net, 'num_classes', None)}: set model.{role}.num_classes: ${{model.num_classes}}"
+            )
+    if loss == "wgan_gp" and any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+    ):
+        raise ConfigError(
+            "model.loss=wgan_gp penalises per-sample gradients, which batch norm mixes across the batch: "
+            "set model.discriminator.norm=layer (or instance / none)"
+        )
 
 
 class GAN(GenerativeModule):
@@ -149,33 +125,7 @@ class GAN(GenerativeModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
         self.automatic_optimization = False
-        if loss not in LOSSES:
-            raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
-        if int(n_critic) < 1:
-            raise ConfigError(
-                f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}"
-            )
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay must be in [0, 1) or null (no EMA), got {ema_decay}")
-        g_latent = getattr(generator, "latent_dim", latent_dim)
-        if g_latent != latent_dim:
-            raise ConfigError(
-                f"model.latent_dim={latent_dim} but the generator takes latent_dim={g_latent}: "
-                "set model.generator.latent_dim: ${model.latent_dim}"
-            )
-        for role, net in (("generator", generator), ("discriminator", discriminator)):
-            if getattr(net, "num_classes", None) != num_classes:
-                raise ConfigError(
-                    f"model.num_classes={num_classes} but the {role} has num_classes="
-                    f"{getattr(net, 'num_classes', None)}: set model.{role}.num_classes: ${{model.num_classes}}"
-                )
-        if loss == "wgan_gp" and any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
-        ):
-            raise ConfigError(
-                "model.loss=wgan_gp penalises per-sample gradients, which batch norm mixes across the batch: "
-                "set model.discriminator.norm=layer (or instance / none)"
-            )
+        _check_arguments(generator, discriminator, latent_dim, loss, n_critic, ema_decay, num_classes)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)

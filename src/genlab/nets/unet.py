@@ -98,6 +98,47 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _check_arguments(
+    image_shape: Sequence[int],
+    base_channels: int,
+    channel_mults: Sequence[int],
+    num_res_blocks: int,
+    attention_levels: Sequence[int],
+    num_heads: int,
+    num_classes: int | None,
+) -> tuple[int, int, int]:
+    """(C, H, W) of the data, once the UNet's arguments are known to fit it and each other; else one line."""
+    check_sizes("model.net", base_channels=base_channels, num_res_blocks=num_res_blocks, num_heads=num_heads)
+    C, H, W = (int(s) for s in image_shape)
+    levels = len(channel_mults)
+    if levels < 1:
+        raise ConfigError("model.net.channel_mults is empty: give one multiplier per level, e.g. [1, 2, 2]")
+    factor = 2 ** (levels - 1)
+    if H % factor or W % factor:
+        raise ConfigError(
+            f"UNet cannot take {H}x{W} images with {levels} channel_mults: each level after the first "
+            f"halves the size, so H and W must be divisible by {factor}; shorten model.net.channel_mults "
+            f"(28x28 takes at most 3 levels, 32x32 up to 6) or resize the data (data.image_shape)"
+        )
+    if any(not 0 <= i < levels for i in attention_levels):
+        raise ConfigError(
+            f"model.net.attention_levels {list(attention_levels)} must be level indices 0..{levels - 1} "
+            f"(one level per entry of channel_mults, 0 = full resolution)"
+        )
+    for i, mult in enumerate(channel_mults):
+        # attention at the listed levels, and always in the middle (after the last level)
+        if (i in attention_levels or i == levels - 1) and (base_channels * mult) % num_heads:
+            raise ConfigError(
+                f"model.net.num_heads={num_heads} does not divide the {base_channels * mult} channels "
+                f"of level {i}: change num_heads or base_channels"
+            )
+    if num_classes is not None and int(num_classes) < 1:
+        raise ConfigError(
+            f"model.net.num_classes={num_classes} must be at least 1 (or null for an unconditional net)"
+        )
+    return C, H, W
+
+
 class UNet(nn.Module):
     """Noise-prediction UNet: `forward(x_t [B, C, H, W], t [B], y [B] | None) -> [B, C, H, W]`.
 
@@ -118,38 +159,16 @@ class UNet(nn.Module):
         num_classes: int | None = None,  # class-conditional with this many classes (+1 null class); None: not
     ):
         super().__init__()
-        check_sizes(
-            "model.net", base_channels=base_channels, num_res_blocks=num_res_blocks, num_heads=num_heads
+        C, H, W = _check_arguments(
+            image_shape,
+            base_channels,
+            channel_mults,
+            num_res_blocks,
+            attention_levels,
+            num_heads,
+            num_classes,
         )
-        C, H, W = (int(s) for s in image_shape)
         levels = len(channel_mults)
-        if levels < 1:
-            raise ConfigError(
-                "model.net.channel_mults is empty: give one multiplier per level, e.g. [1, 2, 2]"
-            )
-        factor = 2 ** (levels - 1)
-        if H % factor or W % factor:
-            raise ConfigError(
-                f"UNet cannot take {H}x{W} images with {levels} channel_mults: each level after the first "
-                f"halves the size, so H and W must be divisible by {factor}; shorten model.net.channel_mults "
-                f"(28x28 takes at most 3 levels, 32x32 up to 6) or resize the data (data.image_shape)"
-            )
-        if any(not 0 <= i < levels for i in attention_levels):
-            raise ConfigError(
-                f"model.net.attention_levels {list(attention_levels)} must be level indices 0..{levels - 1} "
-                f"(one level per entry of channel_mults, 0 = full resolution)"
-            )
-        for i, mult in enumerate(channel_mults):
-            # attention at the listed levels, and always in the middle (after the last level)
-            if (i in attention_levels or i == levels - 1) and (base_channels * mult) % num_heads:
-                raise ConfigError(
-                    f"model.net.num_heads={num_heads} does not divide the {base_channels * mult} channels "
-                    f"of level {i}: change num_heads or base_channels"
-                )
-        if num_classes is not None and int(num_classes) < 1:
-            raise ConfigError(
-                f"model.net.num_classes={num_classes} must be at least 1 (or null for an unconditional net)"
-            )
         self.image_shape = (C, H, W)  # samplers and the diffusion module read the data shape from the net
         self.base_channels = base_channels
         self.num_classes = None if num_classes is None else int(num_classes)
