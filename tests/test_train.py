@@ -78,6 +78,35 @@ def test_existing_run_dir_is_refused_and_left_untouched(tmp_path: Path):
     assert not (run_dir / ".hydra").exists()
 
 
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path, monkeypatch):
+    """The time-stamped run dir is claimed when Hydra resolves it: a second run of the same experiment in the
+    same second gets `<name>-2`, never the first run's folder (whose config and log it would overwrite)."""
+    from datetime import datetime, timedelta
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from genlab.config import conf_dir, fresh_dir
+
+    monkeypatch.chdir(tmp_path)
+    now = datetime.now()
+    taken = [  # every name the run could get in the next seconds is already another run's
+        Path(f"outputs/train/runs/{now + timedelta(seconds=s):%Y-%m-%d_%H-%M-%S}_mnist_vae") for s in range(5)
+    ]
+    for folder in taken:
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text("theirs")
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", ["experiment=mnist_vae"], return_hydra_config=True)
+        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    assert run_dir.is_dir() and run_dir.name.endswith("_mnist_vae-2")
+    assert run_dir.with_name(run_dir.name[: -len("-2")]) in taken
+    assert [(f / "run.json").read_text() for f in taken] == ["theirs"] * 5
+    assert sorted(p.name for p in run_dir.iterdir()) == []
+    # and a third in that second gets -3
+    assert fresh_dir(str(run_dir.with_name(run_dir.name[:-2]))).endswith("-3")
+
+
 def test_ctrl_c_marks_run_interrupted(tmp_path: Path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

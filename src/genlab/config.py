@@ -14,6 +14,26 @@ from genlab.errors import ConfigError
 composing = False
 
 
+def fresh_dir(path: str) -> str:
+    """`path`, created now; when it exists already (two runs started in the same second get the same time-stamped
+    name), the first of `path-2`, `path-3`, ... that did not: a new run never writes into another run's folder.
+    The run dir of `genlab train` is `${genlab_fresh_dir:outputs/train/runs/<time>_<experiment>}`; Hydra
+    resolves it once per run."""
+    base = Path(path)
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return str(candidate)
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+if not OmegaConf.has_resolver("genlab_fresh_dir"):
+    OmegaConf.register_new_resolver("genlab_fresh_dir", fresh_dir)
+
+
 def conf_dir() -> Path:
     """The packaged config tree: genlab/conf inside a wheel, or conf/ at the root of a source checkout."""
     packaged = Path(__file__).resolve().parent / "conf"

@@ -64,3 +64,22 @@ def test_discriminator_dropout_is_active_in_training_only():
     x = torch.randn(4, 1, 8, 8)
     assert not torch.equal(d.train()(x), d(x))
     torch.testing.assert_close(d.eval()(x), d(x))
+
+
+def test_spectral_norm_makes_every_discriminator_weight_1_lipschitz():
+    """Power iteration converges over training steps: each layer's weight ends with largest singular value 1
+    (the conv kernels as (out, in*k*k) matrices, as torch normalises them), the class embedding's too."""
+    torch.manual_seed(0)
+    d = Discriminator((1, 28, 28), base_channels=8, norm="none", num_classes=10, spectral_norm=True).train()
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
+    for _ in range(30):
+        d(x, y)
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    assert len(layers) == 4  # two convs, the logit layer, the class embedding
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.02), type(layer).__name__
+    # without it the weights are the plain ones (and so are their names in checkpoints)
+    plain = Discriminator((1, 28, 28), base_channels=8, norm="none", num_classes=10)
+    assert "to_logit.weight" in plain.state_dict()
+    assert float(torch.linalg.matrix_norm(plain.features[0].weight.detach().flatten(1), ord=2)) < 0.5

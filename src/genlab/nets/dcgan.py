@@ -138,6 +138,7 @@ class Discriminator(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         num_classes: int | None = None,
+        spectral_norm: bool = False,
     ):
         """
         Args:
@@ -146,6 +147,9 @@ class Discriminator(nn.Module):
             norm: "batch", "layer", "instance" or "none" (see the class docstring).
             dropout: dropout after every stage; weakens a discriminator that memorises a small dataset.
             num_classes: a projection discriminator over this many classes; None: unconditional.
+            spectral_norm: divide every weight (convs, the logit layer, the class embedding) by its largest
+                singular value (Miyato et al. 2018), which keeps the discriminator 1-Lipschitz per layer; the
+                projection discriminator's paper trains with it. Usually with norm="none".
         """
         super().__init__()
         check_sizes("model.discriminator", base_channels=base_channels)
@@ -176,6 +180,11 @@ class Discriminator(nn.Module):
             # one feature-sized vector per class; N(0, 0.02) like to_logit, so both terms start alike
             self.embed = nn.Embedding(self.num_classes, c_in * seed * seed)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self.spectral_norm = bool(spectral_norm)
+        if self.spectral_norm:
+            for module in list(self.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def _norm(self, ch: int) -> nn.Module:
         if self.norm == "batch":
