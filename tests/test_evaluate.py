@@ -56,6 +56,28 @@ def test_eval_of_run_matches_its_own_test_metrics(run_dir: Path, capsys):
     assert report["novelty_features"] == "pixels"
 
 
+def test_eval_out_keeps_reports_of_different_overrides_apart(run_dir: Path, tmp_path: Path, capsys):
+    """`out=FILE` writes the report there (folders made) and leaves the one beside the checkpoint as it was."""
+    beside = run_dir / "checkpoints" / "last.eval.json"
+    beside.unlink(missing_ok=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    for seed in (1, 2):
+        main(
+            [
+                f"ckpt={ckpt}",
+                "fidelity.n_samples=8",
+                f"seed={seed}",
+                f"out={tmp_path / 'sweep' / f'seed{seed}.json'}",
+            ]
+        )
+    first, second = (json.loads((tmp_path / "sweep" / f"seed{s}.json").read_text()) for s in (1, 2))
+    assert (first["seed"], second["seed"]) == (1, 2)
+    name = "novelty/nn_dist_generated/pixels/8"
+    assert first["metrics"][name] != second["metrics"][name]  # two draws of samples, two reports
+    assert not beside.exists()
+    assert f"written to {tmp_path / 'sweep' / 'seed2.json'}" in capsys.readouterr().out.replace("\n", "")
+
+
 def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Path, tmp_path: Path, capsys):
     classifier = save_classifier(tmp_path / "classifier.ckpt", trained_on="toy")
     ckpt = run_dir / "checkpoints" / "last.ckpt"

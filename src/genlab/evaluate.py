@@ -4,7 +4,7 @@ Rebuilds the datamodule and module as `genlab train` does, loads the checkpoint'
 computes the test loss (LM: loss, perplexity, bits per token over the full split) and, for image families,
 FID/KID/IS/PR (the classifier from `${paths.cache_dir}/classifiers/<dataset>.ckpt` unless fidelity.checkpoint says
 otherwise) and novelty, both from one draw of samples. Writes `<ckpt stem>.eval.json` (`.eval-val.json`
-for split=val) beside the checkpoint and prints a table. Options are conf/eval.yaml's keys; any other
+for split=val) beside the checkpoint (or `out=FILE`) and prints a table. Options are conf/eval.yaml's keys; any other
 `key=value` overrides the run's config.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genlab.atomic import atomic_write
 from genlab.config import conf_dir
 from genlab.errors import ConfigError, GenlabError
 from genlab.runs.loading import (
@@ -120,9 +121,12 @@ def evaluate(options: DictConfig, run_overrides: list[str]) -> dict[str, Any]:
         "seconds": seconds,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    # one file per split, so a validation-split evaluation does not replace the test one
-    out = ckpt.with_name(f"{ckpt.stem}.eval{'' if options.split == 'test' else '-' + options.split}.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    # one file per split, so a validation-split evaluation does not replace the test one; `out=` keeps
+    # evaluations under different overrides (a guidance sweep) apart
+    default = ckpt.with_name(f"{ckpt.stem}.eval{'' if options.split == 'test' else '-' + options.split}.json")
+    out = Path(options.out) if options.get("out") else default
+    with atomic_write(out, "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
     report["path"] = str(out)
     return report
 
