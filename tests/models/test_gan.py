@@ -207,6 +207,7 @@ def test_collapsed_discriminator_is_reported(caplog):
         ({"loss": "lsgan"}, "model.loss"),
         ({"n_critic": 0}, "model.n_critic"),
         ({"ema_decay": 1.0}, "model.ema_decay"),
+        ({"mode_seeking": -1.0}, "model.mode_seeking"),
     ],
 )
 def test_config_errors(kwargs, match):
@@ -217,3 +218,31 @@ def test_config_errors(kwargs, match):
 def test_latent_dim_must_match_the_generator():
     with pytest.raises(ConfigError, match="model.latent_dim"):
         GAN(Generator(SHAPE, latent_dim=4), Discriminator(SHAPE), latent_dim=LATENT)
+
+
+def test_mode_seeking_adds_the_inverse_of_the_generators_noise_sensitivity(monkeypatch):
+    """MSGAN's term on top of the adversarial loss of 2b fakes, recomputed here from the same noise; a
+    generator that ignores z pays ~weight / 1e-5 for it."""
+    module = make_gan("hinge", mode_seeking=2.0)
+    monkeypatch.setattr(module, "log_diagnostics", lambda metrics: None)  # no trainer attached
+    torch.manual_seed(0)
+    loss = module._mode_seeking_loss(16, None)
+    torch.manual_seed(0)
+    z = torch.randn(32, LATENT)
+    fake = module.generator(z)
+    ratio = (fake[:16] - fake[16:]).abs().mean() / (z[:16] - z[16:]).abs().mean()
+    expected = generator_loss("hinge", module.discriminator(fake)) + 2.0 / (ratio + 1e-5)
+    torch.testing.assert_close(loss, expected)
+    assert 0 < float(ratio) < 1
+    with torch.no_grad():
+        module.generator.project.weight.zero_()  # every image the same, whatever z
+    assert float(module._mode_seeking_loss(16, None)) > 1e5
+
+
+def test_mode_seeking_trains_and_logs_its_ratio():
+    L.seed_everything(0, verbose=False)
+    module = make_gan("hinge", mode_seeking=1.0)
+    t = trainer(max_epochs=2, log_every_n_steps=1)
+    t.fit(module, loader())
+    ratio = t.callback_metrics["train/ms_ratio"]
+    assert torch.isfinite(t.callback_metrics["train/g_loss"]) and 0 < float(ratio) < 2

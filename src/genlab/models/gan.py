@@ -100,6 +100,7 @@ class GAN(GenerativeModule):
         grad_clip: float | None = None,
         collapse_patience: int = 200,
         num_classes: int | None = None,
+        mode_seeking: float = 0.0,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ):
@@ -119,6 +120,9 @@ class GAN(GenerativeModule):
             collapse_patience: warn when a loss has sat at ~0 for this many steps (non_saturating / hinge).
             num_classes: class-conditional with this many classes (`${runtime.num_classes}`; both networks
                 must have the same); None: unconditional.
+            mode_seeking: weight of the mode-seeking term (Mao et al. 2019, MSGAN): each generator step draws
+                two noise vectors per label and adds `mode_seeking / (mean|G(z1)-G(z2)| / mean|z1-z2| + 1e-5)`
+                to the generator's loss, so images that ignore z cost more; 0 (default) leaves it out.
             optimizer: partial optimiser from conf/optimizer, built once per network.
             scheduler: partial scheduler from conf/scheduler, one per optimiser, stepped with it.
         """
@@ -136,6 +140,9 @@ class GAN(GenerativeModule):
         self.lr_g, self.lr_d = lr_g, lr_d
         self.grad_clip = grad_clip
         self.collapse_patience = int(collapse_patience)
+        if float(mode_seeking) < 0:
+            raise ConfigError(f"model.mode_seeking must be >= 0 (0: off), got {mode_seeking}")
+        self.mode_seeking = float(mode_seeking)
         # the EMA copy is a submodule, so it is in state_dict and every checkpoint; buffers (BatchNorm running
         # statistics) are averaged too, so the copy runs in eval mode without the raw generator's statistics
         self.generator_ema: AveragedModel | None = None
@@ -255,9 +262,12 @@ class GAN(GenerativeModule):
             return
         # generator step: fresh noise, gradients flow through the discriminator into G only
         with self.toggled_optimizer(opt_g):
-            g_loss = generator_loss(
-                self.loss, self._score(self._generate(self.generator, self._noise(b), y), y)
-            )
+            if self.mode_seeking:
+                g_loss = self._mode_seeking_loss(b, y)
+            else:
+                g_loss = generator_loss(
+                    self.loss, self._score(self._generate(self.generator, self._noise(b), y), y)
+                )
             self._step(opt_g, g_loss)
         if schedulers:
             schedulers[0].step()
@@ -265,6 +275,17 @@ class GAN(GenerativeModule):
             self.generator_ema.update_parameters(self.generator)
         self.log("train/g_loss", g_loss, prog_bar=True)
         self._check("g_loss", g_loss, watch=self.loss == "non_saturating")
+
+    def _mode_seeking_loss(self, b: int, y: Tensor | None) -> Tensor:
+        """The generator's loss on 2b fakes (two noise vectors for each of the batch's labels) plus the
+        mode-seeking term: the inverse of how far the images of one label move per unit of noise."""
+        z = self._noise(2 * b)
+        y2 = None if y is None else torch.cat([y, y])
+        fake = self._generate(self.generator, z, y2)
+        adversarial = generator_loss(self.loss, self._score(fake, y2))
+        ratio = (fake[:b] - fake[b:]).abs().mean() / (z[:b] - z[b:]).abs().mean()
+        self.log_diagnostics({"train/ms_ratio": ratio.detach()})
+        return adversarial + self.mode_seeking / (ratio + 1e-5)
 
     def _check(self, name: str, value: Tensor, watch: bool, tol: float = 1e-2) -> None:
         """Stop on a non-finite loss; warn (once per episode) when a bounded loss has sat at ~0 for long."""
