@@ -90,6 +90,42 @@ def test_both_layouts_are_read_into_speeches_with_their_speakers():
     )
 
 
+def test_speakers_without_their_stop_and_numbered_modern_speakers_are_recognised():
+    """The Folio prints some speakers without a stop ("Ma I know not", "Gru . I pray"): a first word the play
+    uses as a speaker elsewhere is one; another first word is text. Modern numbered speakers ("1 Clown." alone,
+    "2 MESSENGER. By this...") open speeches of their own instead of running on into the one before."""
+    old = folio.read_folio(
+        "  Ma. Madam, the young Gentleman\n"
+        "  Ma I know not (Madam)\n"
+        "  Gru . I pray you Sir\n"
+        "  Gru. Nay\n"
+        "  1. When shall we three meet againe\n"
+        "  1 Where hast thou beene, Sister?\n"
+        "  Hayle\n"
+        "  Thrice the brinded Cat hath mew'd\n"
+    )
+    assert [(s.speaker, s.text) for s in old] == [
+        ("Ma", "Madam, the young Gentleman"),
+        ("Ma", "I know not (Madam)"),
+        ("Gru", "I pray you Sir"),
+        ("Gru", "Nay"),
+        ("1", "When shall we three meet againe"),
+        ("1", "Where hast thou beene, Sister?"),
+        ("", "Hayle"),
+        ("", "Thrice the brinded Cat hath mew'd"),  # "Thrice" names no speaker of the play
+    ]
+    new = folio.read_modern(
+        "1 Clown.\nWhat is he that builds stronger?\n\n"
+        "2 MESSENGER. By this, the gallows-maker.\n\n"
+        "CYMBELINE. Thou art\nwelcome.\n"
+    )
+    assert [(s.speaker, s.text) for s in new] == [
+        ("1 Clown", "What is he that builds stronger?"),
+        ("2 MESSENGER", "By this, the gallows-maker."),
+        ("CYMBELINE", "Thou art welcome."),
+    ]
+
+
 def test_alignment_skips_an_omission_on_each_side():
     # the Folio's 4th speech (M.Ford) and the modern 4th (FRANCISCO) have no counterpart: both are skipped and
     # every other speech meets its own, not a neighbour

@@ -41,8 +41,15 @@ FOLIO_DIRECTIONS = re.compile(
 # "Fran. Nay answer me" -> ("Fran", "Nay ..."); also "M.Ford. Why" and "1.Clo. Is"; at most three words
 FOLIO_SPEAKER = re.compile(r"(\S[^\s.]*(?:\.[^\s.]+)*(?: [^\s.]+){0,2})\.\s+(.*)")
 # a modern speaker: "Ber." or "First Clown." alone on a line, "THESEUS" (capitals, no stop) alone, or
-# "CYMBELINE. Thou foolish thing!" (capitals, then the speech on the same line)
-MODERN_SPEAKER = re.compile(r"([A-Z][\w'\- .]{0,40}?)\.?|([A-Z][A-Z'\- ]{1,40})\. (.+)")
+# "CYMBELINE. Thou foolish thing!" (capitals, then the speech on the same line); numbered ones too:
+# "1 Clown." alone, "2 MESSENGER. By this..."
+# (the speech-on-the-line form is tried first, so "CYMBELINE. Thou art" is not read as a speaker's name alone)
+MODERN_SPEAKER = re.compile(
+    r"(?P<inline>(?:\d )?[A-Z][A-Z'\- ]{1,40})\. (?P<speech>.+)|(?P<alone>(?:\d )?[A-Z][\w'\- .]{0,40}?)\.?"
+)
+# a Folio speech opening whose speaker lost its stop ("Ma I know not", "1 Where should", "Gru . I pray"): the
+# first word, taken as the speaker only when the play names that speaker with a stop elsewhere
+FOLIO_UNSTOPPED = re.compile(r"(\S+?) ?\.? (.+)")
 MODERN_HEADING = re.compile(r"^(ACT|Act|SCENE|Scene|PROLOGUE|Prologue|EPILOGUE|Epilogue)\b")
 PUNCTUATION = ".,;:!?"
 NOT_LETTERS = re.compile(r"[^a-z]")
@@ -96,7 +103,8 @@ def clean(text: str) -> str:
 def read_folio(text: str) -> list[Speech]:
     """Speeches of a First Folio text as the Gutenberg files lay them out: a speech opens on an indented line
     (`  Fran. Nay answer me: Stand & vnfold`) and goes on over unindented lines; stage directions (`Enter ...`)
-    and act/scene headings are left out."""
+    and act/scene headings are left out. A speaker printed without its stop (`  Ma I know not`) is recognised
+    when the play names that speaker with a stop elsewhere."""
     speeches: list[Speech] = []
     current: list[str] | None = None  # lines of the open speech
     speaker = ""
@@ -128,6 +136,11 @@ def read_folio(text: str) -> list[Speech]:
         elif not in_direction and current is not None:
             current.append(line.replace("[", "").replace("]", ""))
     close()
+    known = {speech.speaker for speech in speeches if speech.speaker}
+    for speech in speeches:
+        found = None if speech.speaker else FOLIO_UNSTOPPED.fullmatch(speech.text)
+        if found and found.group(1) in known:
+            speech.speaker, speech.text = found.group(1), found.group(2)
     return speeches
 
 
@@ -146,10 +159,10 @@ def read_modern(text: str) -> list[Speech]:
             open_speech = False
             continue
         found = MODERN_SPEAKER.fullmatch(lines[0])
-        if found and found.group(3):
-            speaker, body = found.group(2), [found.group(3), *lines[1:]]
+        if found and found["speech"]:
+            speaker, body = found["inline"], [found["speech"], *lines[1:]]
         elif found and len(lines) > 1 and (lines[0].endswith(".") or lines[0].isupper()):
-            speaker, body = found.group(1).rstrip("."), lines[1:]
+            speaker, body = found["alone"].rstrip("."), lines[1:]
         elif open_speech:
             speeches[-1].text = clean(speeches[-1].text + " " + " ".join(lines))
             continue

@@ -33,7 +33,7 @@ SPLITS = ("train", "val", "test")
 # them: genlab.data.folio.clean removes private-use characters), or added tokens of a BPE vocabulary
 CHAR_SPECIALS = ("\U0010fffb", "\U0010fffc", "\U0010fffd")  # pad, bos, eos
 BPE_SPECIALS = ("<pad>", "<s>", "</s>")
-PAIRS_VERSION = 1  # part of the cache key: bump when genlab.data.folio pairs differently
+PAIRS_VERSION = 2  # part of the cache key: bump when genlab.data.folio pairs differently
 
 
 def load_pairs(
