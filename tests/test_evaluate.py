@@ -78,6 +78,35 @@ def test_eval_out_keeps_reports_of_different_overrides_apart(run_dir: Path, tmp_
     assert f"written to {tmp_path / 'sweep' / 'seed2.json'}" in capsys.readouterr().out.replace("\n", "")
 
 
+def test_eval_multirun_sweeps_run_overrides_and_options_with_one_report_each(
+    run_dir: Path, tmp_path: Path, capsys
+):
+    """`genlab eval -m`: every combination of Hydra-style value lists, a report named by its values, and one
+    table; the swept run override really changes the run's config (the VAE's beta weighs the KL term)."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    main(
+        [
+            "-m",
+            f"ckpt={ckpt}",
+            "fidelity.n_samples=8",
+            "seed=1,2",
+            "model.beta=1.0,4.0",
+            f"out={tmp_path / 'sw'}",
+        ]
+    )
+    reports = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "sw").glob("*.json")}
+    assert sorted(reports) == [f"seed={s}_model.beta={b}" for s in (1, 2) for b in ("1.0", "4.0")]
+    one, four = reports["seed=1_model.beta=1.0"]["metrics"], reports["seed=1_model.beta=4.0"]["metrics"]
+    assert one["test/kl"] == pytest.approx(four["test/kl"])  # same weights, same test noise
+    assert four["test/loss"] - one["test/loss"] == pytest.approx(3 * one["test/kl"], rel=1e-4)
+    assert reports["seed=2_model.beta=1.0"]["seed"] == 2
+    out = capsys.readouterr().out
+    assert "4 evaluations" in out and "seed=2_model.beta=4.0" in out
+    assert one_error_line(capsys, ["-m", f"ckpt={ckpt}", "seed=1"]) == (
+        "error: genlab eval -m needs a key=a,b,... to sweep; without one, drop -m"
+    )
+
+
 def test_eval_with_an_extractor_adds_fidelity_and_classifier_novelty(run_dir: Path, tmp_path: Path, capsys):
     classifier = save_classifier(tmp_path / "classifier.ckpt", trained_on="toy")
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -1,5 +1,6 @@
-"""Conditional accuracy and FID of the cDDPM against the guidance scale w, from the `genlab eval` reports in
-sweep/ (one per w): `python experiments/conditional/plot_sweep.py` writes guidance_sweep.png."""
+"""Conditional accuracy and FID of the cDDPM against the guidance scale w, from the reports of
+`genlab eval -m ... model.guidance_scale=0,0.5,1,2,4 out=experiments/conditional/sweep` (one per w):
+`python experiments/conditional/plot_sweep.py` writes guidance_sweep.png."""
 
 import json
 import re
@@ -18,8 +19,10 @@ def value(metrics: dict, prefix: str) -> float:
 
 
 def main() -> None:
-    reports = sorted(HERE.glob("sweep/w*.json"), key=lambda p: float(p.stem[1:]))
-    w = [float(p.stem[1:]) for p in reports]
+    reports = sorted(
+        HERE.glob("sweep/model.guidance_scale=*.json"), key=lambda p: float(p.stem.split("=")[1])
+    )
+    w = [float(p.stem.split("=")[1]) for p in reports]
     metrics = [json.loads(p.read_text())["metrics"] for p in reports]
     fig, acc_axis = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
     acc_axis.plot(w, [value(m, "cond_acc/") for m in metrics], "o-", color="tab:blue")

@@ -1,4 +1,5 @@
 """`genlab eval ckpt=PATH | run=RUN_DIR [options] [overrides]`: evaluate a checkpoint with its run's own config.
+`genlab eval -m ... key=a,b,c`: one evaluation per value (Hydra's sweep syntax), a report each, and a table.
 
 Rebuilds the datamodule and module as `genlab train` does, loads the checkpoint's weights (weights_only), then
 computes the test loss (LM: loss, perplexity, bits per token over the full split) and, for image families,
@@ -10,7 +11,9 @@ for split=val) beside the checkpoint (or `out=FILE`) and prints a table. Options
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -230,12 +233,78 @@ def print_table(report: dict[str, Any]) -> None:
     console.print(f"written to {report['path']} ({timings})")
 
 
+def sweep(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """`genlab eval -m`: one (name, arguments) per combination of the swept values, in Hydra's sweep syntax
+    (`model.guidance_scale=0,0.5,1`, `seed=range(1,4)`). Each report goes to `<out>/<name>.json`; `out`
+    (a folder here) defaults to `<ckpt stem>.eval-sweep/` beside the checkpoint."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(argv)
+    except OverrideParseException as error:
+        raise ConfigError(f"genlab eval -m: {str(error).splitlines()[0]}") from None
+    choices = [
+        [f"{arg.split('=', 1)[0]}={value}" for value in override.sweep_string_iterator()]
+        if override.is_sweep_override()
+        else [arg]
+        for arg, override in zip(argv, parsed, strict=True)
+    ]
+    swept = [i for i, override in enumerate(parsed) if override.is_sweep_override()]
+    if not swept:
+        raise ConfigError("genlab eval -m needs a key=a,b,... to sweep; without one, drop -m")
+    options, _ = parse_args(
+        [arg for arg, override in zip(argv, parsed, strict=True) if not override.is_sweep_override()]
+    )
+    if options.out:
+        folder = Path(options.out)
+    else:
+        _, ckpt = locate(ckpt=options.ckpt, run=options.run)
+        folder = ckpt.with_name(f"{ckpt.stem}.eval-sweep")
+    runs = []
+    for combination in itertools.product(*choices):
+        name = "_".join(combination[i] for i in swept).replace("/", "-")
+        args = [arg for arg in combination if not arg.startswith("out=")]
+        runs.append((name, [*args, f"out={folder / name}.json"]))
+    return runs
+
+
+def print_sweep(names: list[str], reports: list[dict[str, Any]]) -> None:
+    """One row per swept combination, one column per metric every report has (per-class ones left out)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shared = [m for m in reports[0]["metrics"] if all(m in r["metrics"] for r in reports)]
+    columns = [m for m in shared if not re.search(r"/class\d", m)]
+    table = Table(
+        title=f"{reports[0]['experiment']} — {Path(reports[0]['checkpoint']).name}, {len(reports)} evaluations"
+    )
+    table.add_column("swept", no_wrap=True)
+    for column in columns:  # "fid/classifier-mnist5k/500" -> "fid": the extractor and N are in the caption
+        table.add_column(column.split("/")[0] if column.count("/") >= 2 else column, justify="right")
+    suffixes = sorted({c.split("/", 1)[1] for c in columns if c.count("/") >= 2})
+    table.caption = f"image metrics: <name>/{', '.join(suffixes)}" if suffixes else None
+    for name, report in zip(names, reports, strict=True):
+        table.add_row(name, *(f"{report['metrics'][c]:.4g}" for c in columns))
+    console = Console(width=max(120, 12 * len(columns) + 40))
+    console.print(table)
+    console.print(f"reports in {Path(reports[0]['path']).parent}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\noptions (conf/eval.yaml):\n" + (conf_dir() / "eval.yaml").read_text())
         return
     try:
+        if argv and argv[0] in ("-m", "--multirun"):
+            runs = sweep(argv[1:])
+            reports = []
+            for name, args in runs:
+                print(f"[{len(reports) + 1}/{len(runs)}] {name}", file=sys.stderr)
+                reports.append(evaluate(*parse_args(args)))
+            print_sweep([name for name, _ in runs], reports)
+            return
         print_table(evaluate(*parse_args(argv)))
     except GenlabError as error:
         print(f"error: {error}", file=sys.stderr)
