@@ -107,6 +107,37 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path
     assert fresh_dir(str(run_dir.with_name(run_dir.name[:-2]))).endswith("-3")
 
 
+def test_sweeps_started_in_the_same_second_get_folders_of_their_own_and_keep_them(
+    tmp_path: Path, monkeypatch
+):
+    """A sweep claims `<time>-2` when `<time>` is another sweep's; each job's config, which Hydra recomposes and
+    hands the master config's resolver cache (as for `${now:}`), resolves the same folder instead of claiming a
+    new one. (Checked end to end: three sweeps, two Optuna and one joblib, started in two seconds.)"""
+    from datetime import datetime, timedelta
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from genlab.config import conf_dir
+
+    monkeypatch.chdir(tmp_path)
+    now = datetime.now()
+    taken = [Path(f"outputs/train/multirun/{now + timedelta(seconds=s):%Y-%m-%d_%H-%M-%S}") for s in range(5)]
+    for folder in taken:
+        (folder / "0").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        master = compose("train", ["experiment=mnist_vae"], return_hydra_config=True)
+        sweep_dir = Path(OmegaConf.select(master, "hydra.sweep.dir"))
+        job = compose("train", ["experiment=mnist_vae", "seed=2"], return_hydra_config=True)
+        OmegaConf.copy_cache(from_config=master, to_config=job)
+        assert Path(OmegaConf.select(job, "hydra.sweep.dir")) == sweep_dir
+    assert sweep_dir.name.endswith("-2") and sweep_dir.with_name(sweep_dir.name[:-2]) in taken
+    assert Path(OmegaConf.select(master, "hydra.sweep.dir")) == sweep_dir  # resolved again: still the same
+    assert sorted(p.name for p in sweep_dir.parent.iterdir() if p.name.endswith(("-2", "-3"))) == [
+        sweep_dir.name
+    ]
+
+
 def test_ctrl_c_marks_run_interrupted(tmp_path: Path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

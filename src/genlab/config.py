@@ -17,8 +17,8 @@ composing = False
 def fresh_dir(path: str) -> str:
     """`path`, created now; when it exists already (two runs started in the same second get the same time-stamped
     name), the first of `path-2`, `path-3`, ... that did not: a new run never writes into another run's folder.
-    The run dir of `genlab train` is `${genlab_fresh_dir:outputs/train/runs/<time>_<experiment>}`; Hydra
-    resolves it once per run."""
+    The run dir of `genlab train` is `${genlab_fresh_dir:outputs/train/runs/<time>_<experiment>}`, its sweep
+    dir `${genlab_fresh_dir:outputs/train/multirun/<time>}`."""
     base = Path(path)
     candidate, n = base, 1
     while True:
@@ -31,7 +31,9 @@ def fresh_dir(path: str) -> str:
 
 
 if not OmegaConf.has_resolver("genlab_fresh_dir"):
-    OmegaConf.register_new_resolver("genlab_fresh_dir", fresh_dir)
+    # cached like Hydra's `now`: a sweep's jobs (whose configs Hydra recomposes, then hands the master config's
+    # resolver cache) and the Optuna storage under the sweep dir all see the one folder claimed first
+    OmegaConf.register_new_resolver("genlab_fresh_dir", fresh_dir, use_cache=True)
 
 
 def conf_dir() -> Path:
