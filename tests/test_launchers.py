@@ -92,7 +92,7 @@ def test_slurm_launcher_defaults_give_one_gpu_task():
     assert launcher.timeout_min == 240 and launcher.max_num_timeout == 0
 
 
-def test_cli_composes_the_slurm_launcher():
+def test_cli_composes_the_slurm_launcher(tmp_path):
     result = run_genlab(
         "train",  # as `genlab train -m ...` would launch it (Hydra prints configs only outside -m)
         "hydra/launcher=submitit_slurm",
@@ -104,7 +104,11 @@ def test_cli_composes_the_slurm_launcher():
         "--resolve",
         "-p",
         "hydra.launcher",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # the submitit folder names the sweep dir: printing it claims no folder
+    assert "submitit_folder: outputs/train/multirun/" in result.stdout
+    assert not (tmp_path / "outputs").exists()
     assert "SlurmLauncher" in result.stdout
     assert "tasks_per_node: 2" in result.stdout and "partition: gpu" in result.stdout

@@ -28,6 +28,20 @@ Run `genlab <command> --help` for the command's own help.
 """
 
 
+# Hydra's flags that print instead of running a job
+HYDRA_PRINT_FLAGS = {
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--shell-completion",
+    "-sc",
+}
+
+
 def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
     """A command that runs `genlab.<task>.main` under Hydra with the packaged config `config_name`."""
 
@@ -39,6 +53,8 @@ def _hydra_command(config_name: str, task: str) -> Callable[[list[str]], None]:
         from genlab.overrides import prepare
 
         config.composing = True  # genlab's search-path plugin: packaged configs + the user's config folder
+        # a command that only prints the config or help leaves no run or sweep folder behind
+        config.claim_dirs = not any(a.split("=", 1)[0] in HYDRA_PRINT_FLAGS for a in argv)
         argv = _absolute_config_dirs(argv)
         argv = prepare(config_name, argv, conf_dir())  # the default recipe; `group=null` as `~group`
         if not _is_relaunched_rank():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -12,22 +13,27 @@ from genlab.errors import ConfigError
 # True while a `genlab` command composes its config: only then does genlab's search-path plugin
 # (hydra_plugins/genlab_searchpath) add the configs below, never to another Hydra app in the same environment
 composing = False
+# whether `genlab_fresh_dir` creates the folder it names: not when the command only prints (`--cfg`, `--help`)
+claim_dirs = True
 
 
 def fresh_dir(path: str) -> str:
     """`path`, created now; when it exists already (two runs started in the same second get the same time-stamped
     name), the first of `path-2`, `path-3`, ... that did not: a new run never writes into another run's folder.
     The run dir of `genlab train` is `${genlab_fresh_dir:outputs/train/runs/<time>_<experiment>}`, its sweep
-    dir `${genlab_fresh_dir:outputs/train/multirun/<time>}`."""
+    dir `${genlab_fresh_dir:outputs/train/multirun/<time>}`. With `claim_dirs` off, the name alone."""
     base = Path(path)
-    candidate, n = base, 1
-    while True:
+    for n in itertools.count(1):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not claim_dirs:
+            if not candidate.exists():
+                return str(candidate)
+            continue
         try:
-            candidate.mkdir(parents=True)
+            candidate.mkdir(parents=True)  # atomic: of two runs asking at once, one gets it
             return str(candidate)
         except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
+            continue
 
 
 if not OmegaConf.has_resolver("genlab_fresh_dir"):
