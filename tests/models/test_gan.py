@@ -226,7 +226,7 @@ def test_mode_seeking_adds_the_inverse_of_the_generators_noise_sensitivity(monke
     module = make_gan("hinge", mode_seeking=2.0)
     monkeypatch.setattr(module, "log_diagnostics", lambda metrics: None)  # no trainer attached
     torch.manual_seed(0)
-    loss = module._mode_seeking_loss(16, None)
+    loss = module._generator_loss(16, None)
     torch.manual_seed(0)
     z = torch.randn(32, LATENT)
     fake = module.generator(z)
@@ -236,7 +236,7 @@ def test_mode_seeking_adds_the_inverse_of_the_generators_noise_sensitivity(monke
     assert 0 < float(ratio) < 1
     with torch.no_grad():
         module.generator.project.weight.zero_()  # every image the same, whatever z
-    assert float(module._mode_seeking_loss(16, None)) > 1e5
+    assert float(module._generator_loss(16, None)) > 1e5
 
 
 def test_mode_seeking_trains_and_logs_its_ratio():

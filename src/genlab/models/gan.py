@@ -39,10 +39,13 @@ def _check_arguments(
     n_critic: int,
     ema_decay: float | None,
     num_classes: int | None,
+    mode_seeking: float = 0.0,
 ) -> None:
     """One line for a GAN whose settings or nets do not fit together."""
     if loss not in LOSSES:
         raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
+    if float(mode_seeking) < 0:
+        raise ConfigError(f"model.mode_seeking must be >= 0 (0: off), got {mode_seeking}")
     if int(n_critic) < 1:
         raise ConfigError(
             f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}"
@@ -129,7 +132,9 @@ class GAN(GenerativeModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
         self.automatic_optimization = False
-        _check_arguments(generator, discriminator, latent_dim, loss, n_critic, ema_decay, num_classes)
+        _check_arguments(
+            generator, discriminator, latent_dim, loss, n_critic, ema_decay, num_classes, mode_seeking
+        )
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
@@ -140,8 +145,6 @@ class GAN(GenerativeModule):
         self.lr_g, self.lr_d = lr_g, lr_d
         self.grad_clip = grad_clip
         self.collapse_patience = int(collapse_patience)
-        if float(mode_seeking) < 0:
-            raise ConfigError(f"model.mode_seeking must be >= 0 (0: off), got {mode_seeking}")
         self.mode_seeking = float(mode_seeking)
         # the EMA copy is a submodule, so it is in state_dict and every checkpoint; buffers (BatchNorm running
         # statistics) are averaged too, so the copy runs in eval mode without the raw generator's statistics
@@ -262,12 +265,7 @@ class GAN(GenerativeModule):
             return
         # generator step: fresh noise, gradients flow through the discriminator into G only
         with self.toggled_optimizer(opt_g):
-            if self.mode_seeking:
-                g_loss = self._mode_seeking_loss(b, y)
-            else:
-                g_loss = generator_loss(
-                    self.loss, self._score(self._generate(self.generator, self._noise(b), y), y)
-                )
+            g_loss = self._generator_loss(b, y)
             self._step(opt_g, g_loss)
         if schedulers:
             schedulers[0].step()
@@ -276,9 +274,14 @@ class GAN(GenerativeModule):
         self.log("train/g_loss", g_loss, prog_bar=True)
         self._check("g_loss", g_loss, watch=self.loss == "non_saturating")
 
-    def _mode_seeking_loss(self, b: int, y: Tensor | None) -> Tensor:
-        """The generator's loss on 2b fakes (two noise vectors for each of the batch's labels) plus the
-        mode-seeking term: the inverse of how far the images of one label move per unit of noise."""
+    def _generator_loss(self, b: int, y: Tensor | None) -> Tensor:
+        """The generator's loss on b fresh fakes for the batch's labels; with `mode_seeking`, on 2b (two noise
+        vectors for each label) plus the mode-seeking term: the inverse of how far the images of one label move
+        per unit of noise."""
+        if not self.mode_seeking:
+            return generator_loss(
+                self.loss, self._score(self._generate(self.generator, self._noise(b), y), y)
+            )
         z = self._noise(2 * b)
         y2 = None if y is None else torch.cat([y, y])
         fake = self._generate(self.generator, z, y2)
